@@ -1,0 +1,58 @@
+from django import forms
+from django.contrib import admin
+
+from .config import check_entity
+from .models import AccessToken, ServedEntity, ServingEndpoint
+
+
+class ServedEntityForm(forms.ModelForm):
+    class Meta:
+        model = ServedEntity
+        fields = ["name", "provider", "model", "config", "position"]
+
+    def clean(self):
+        data = super().clean()
+        endpoint = getattr(self.instance, "endpoint", None) if self.instance.endpoint_id else None
+        task = self.data.get("task") or (endpoint.task if endpoint else None)
+        if task and data.get("provider") and data.get("model"):
+            problem = check_entity(task, {k: data.get(k) for k in ("name", "provider", "model", "config")})
+            if problem:
+                raise forms.ValidationError(problem)
+        return data
+
+
+class ServedEntityInline(admin.StackedInline):
+    model = ServedEntity
+    form = ServedEntityForm
+    extra = 0
+    min_num = 1
+
+
+@admin.register(ServingEndpoint)
+class ServingEndpointAdmin(admin.ModelAdmin):
+    list_display = ["name", "task", "ready", "source", "updated_at"]
+    list_filter = ["task", "source", "ready"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [ServedEntityInline]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.creator = request.user.get_username()
+            obj.source = ServingEndpoint.Source.ADMIN
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "hint", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["hint", "created_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request):
+        return False  # values are shown once; create them with `manage.py create_token` or the tokens page
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset.filter(revoked_at__isnull=True):
+            token.revoke()

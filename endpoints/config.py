@@ -1,0 +1,324 @@
+"""Endpoint declarations: the YAML file format, its validation and its application to the registry.
+
+The same declaration model serves the YAML file and (later) the REST API's create/update bodies.
+:func:`load_file` raises :class:`ConfigError` naming the file, the line and the problem; nothing
+is changed in the registry then, so the last good configuration keeps serving.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.db import transaction
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ServingError
+from .models import NAME_PATTERN, NAME_RULE, ServedEntity, ServingEndpoint
+from .schemas import TASKS
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        self.path, self.line, self.problem = path, line, problem
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FoundationModelDecl(_Strict):
+    name: str
+
+
+class ExternalModelDecl(BaseModel):
+    # Provider configuration arrives under one `<provider>_config` key (Databricks' format).
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    provider: str
+    task: str | None = None
+
+    @model_validator(mode="after")
+    def _one_config(self) -> "ExternalModelDecl":
+        extra = dict(self.model_extra or {})
+        bad = [key for key in extra if not key.endswith("_config")]
+        if bad:
+            raise ValueError(f"unknown field '{bad[0]}' (provider settings go under '<provider>_config')")
+        if len(extra) > 1:
+            raise ValueError(f"give one provider configuration, not {', '.join(sorted(extra))}")
+        for key, value in extra.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"'{key}' must be a mapping")
+        return self
+
+    @property
+    def provider_config(self) -> dict[str, Any]:
+        return dict(next(iter((self.model_extra or {}).values()), {}))
+
+
+class EntityDecl(_Strict):
+    name: str | None = None
+    foundation_model: FoundationModelDecl | None = None
+    external_model: ExternalModelDecl | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "EntityDecl":
+        if (self.foundation_model is None) == (self.external_model is None):
+            raise ValueError("a served entity needs exactly one of 'foundation_model' or 'external_model'")
+        return self
+
+    def row(self) -> dict[str, Any]:
+        """The ServedEntity fields this declares."""
+        if self.foundation_model is not None:
+            model, provider, config = self.foundation_model.name, "local", {}
+        else:
+            ext = self.external_model
+            model, provider, config = ext.name, ext.provider, ext.provider_config
+        name = self.name or re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")[:63] or "entity"
+        return {"name": name, "provider": provider, "model": model, "config": config}
+
+
+class EndpointDecl(_Strict):
+    name: str
+    task: str
+    description: str = ""
+    tags: list[dict[str, str]] | dict[str, str] = Field(default_factory=list)
+    served_entities: list[EntityDecl] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(NAME_PATTERN, value):
+            raise ValueError(f"endpoint name '{value}' is not valid: names are {NAME_RULE}")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}; got '{value}'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[dict[str, str]] | dict[str, str]) -> list[dict[str, str]]:
+        if isinstance(value, dict):
+            return [{"key": k, "value": str(v)} for k, v in value.items()]
+        for tag in value:
+            if set(tag) - {"key", "value"} or "key" not in tag:
+                raise ValueError('each tag is {"key": …, "value": …}')
+        return value
+
+    @model_validator(mode="after")
+    def _entities(self) -> "EndpointDecl":
+        rows = [e.row() for e in self.served_entities]
+        names = [r["name"] for r in rows]
+        if len(set(names)) != len(names):
+            raise ValueError("served entity names must be unique within an endpoint")
+        for entity in self.served_entities:
+            ext = entity.external_model
+            if ext is not None and ext.task and ext.task != self.task:
+                raise ValueError(f"external model task '{ext.task}' differs from the endpoint's task '{self.task}'")
+        return self
+
+    def desired(self) -> dict[str, Any]:
+        """A comparable picture of what the registry should hold for this endpoint."""
+        return {
+            "task": self.task,
+            "description": self.description,
+            "tags": self.tags,
+            "entities": [e.row() for e in self.served_entities],
+        }
+
+
+class FileDecl(_Strict):
+    endpoints: list[EndpointDecl] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "FileDecl":
+        seen: set[str] = set()
+        for ep in self.endpoints:
+            if ep.name in seen:
+                raise ValueError(f"endpoint '{ep.name}' is declared twice")
+            seen.add(ep.name)
+        return self
+
+
+# --- YAML with line numbers ----------------------------------------------------------------------
+
+
+class _LineDict(dict):
+    """A mapping that remembers where it and each of its keys stand in the file."""
+
+    line: int = 0
+    key_lines: dict
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_line_dict(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
+    mapping = _LineDict(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_line_dict)
+
+
+def _line_of(data: Any, loc: tuple) -> int | None:
+    """The line of the deepest node of ``loc`` that the file has."""
+    line = getattr(data, "line", None)
+    node = data
+    for part in loc:
+        if isinstance(node, _LineDict) and isinstance(part, str):
+            if part in node.key_lines:
+                line = node.key_lines[part]
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
+
+
+def _problem(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "(" in p)))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown field '{err['loc'][-1]}' at {loc}"
+    if err["type"] == "missing":
+        return f"missing required field {loc}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
+    """Parse and validate a YAML document; ConfigError on the first problem."""
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(path, mark.line + 1 if mark else None, f"{exc.problem or exc.context} (YAML syntax)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, str(exc)) from None
+    if data is None:
+        data = {"endpoints": []}
+    if not isinstance(data, dict):
+        raise ConfigError(path, 1, "the file must be a mapping with an 'endpoints' list")
+    try:
+        decl = FileDecl.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise ConfigError(path, _line_of(data, err["loc"]), _problem(err)) from None
+    for index, ep in enumerate(decl.endpoints):
+        for e_index, entity in enumerate(ep.served_entities):
+            problem = check_entity(ep.task, entity.row())
+            if problem:
+                line = _line_of(data, ("endpoints", index, "served_entities", e_index))
+                raise ConfigError(path, line, f"endpoint '{ep.name}': {problem}")
+    return decl.endpoints
+
+
+def check_entity(task: str, row: dict[str, Any]) -> str | None:
+    """Why a served entity cannot serve ``task``, or None when it can."""
+    from .providers import provider_class
+    from .providers.base import EntitySpec
+
+    try:
+        provider = provider_class(row["provider"])(EntitySpec(task=task, **row))
+        tasks = provider.tasks
+    except ServingError as exc:
+        return exc.message
+    if task not in tasks:
+        return f"model '{row['model']}' of provider '{row['provider']}' cannot serve {task}"
+    return None
+
+
+def load_file(path: Path | str) -> list[EndpointDecl]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"cannot read the file: {exc}") from None
+    return parse_text(text, str(path))
+
+
+# --- Applying declarations to the registry ------------------------------------------------------
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{label}: {', '.join(names) if names else '-'}" for label, names in
+               (("added", self.added), ("changed", self.changed), ("removed", self.removed))]
+        out.append(f"unchanged: {len(self.unchanged)}")
+        return out
+
+
+def current(endpoint: ServingEndpoint) -> dict[str, Any]:
+    return {
+        "task": endpoint.task,
+        "description": endpoint.description,
+        "tags": endpoint.tags,
+        "entities": [
+            {"name": e.name, "provider": e.provider, "model": e.model, "config": e.config}
+            for e in endpoint.entities.all()
+        ],
+    }
+
+
+def save_endpoint(decl: EndpointDecl, source: str, creator: str = "", endpoint: ServingEndpoint | None = None) -> ServingEndpoint:
+    """Create or replace one endpoint and its entities from a declaration."""
+    want = decl.desired()
+    if endpoint is None:
+        endpoint = ServingEndpoint(name=decl.name, creator=creator)
+    endpoint.task, endpoint.description, endpoint.tags = want["task"], want["description"], want["tags"]
+    endpoint.source = source
+    endpoint.full_clean()
+    endpoint.save()
+    endpoint.entities.all().delete()
+    ServedEntity.objects.bulk_create(
+        ServedEntity(endpoint=endpoint, position=i, **row) for i, row in enumerate(want["entities"])
+    )
+    return endpoint
+
+
+@transaction.atomic
+def apply(decls: list[EndpointDecl], source: str = ServingEndpoint.Source.YAML) -> Changes:
+    """Make the registry hold ``decls``; remove endpoints of ``source`` the declarations no longer name.
+
+    Idempotent. The file wins over other sources for the endpoints it names.
+    """
+    changes = Changes()
+    existing = {e.name: e for e in ServingEndpoint.objects.prefetch_related("entities")}
+    for decl in decls:
+        endpoint = existing.get(decl.name)
+        if endpoint is None:
+            save_endpoint(decl, source, creator=f"{source}")
+            changes.added.append(decl.name)
+        elif current(endpoint) != decl.desired() or endpoint.source != source:
+            save_endpoint(decl, source, endpoint=endpoint)
+            changes.changed.append(decl.name)
+        else:
+            changes.unchanged.append(decl.name)
+    named = {d.name for d in decls}
+    for name, endpoint in existing.items():
+        if endpoint.source == source and name not in named:
+            endpoint.delete()
+            changes.removed.append(name)
+    return changes

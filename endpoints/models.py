@@ -1,0 +1,110 @@
+"""The endpoint registry and API tokens."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from .schemas import TASKS
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+NAME_RULE = "1–63 letters, digits, '-' or '_', starting with a letter or digit"
+
+
+class ServingEndpoint(models.Model):
+    """A named endpoint: one task, served by one or more entities."""
+
+    class Source(models.TextChoices):
+        YAML = "yaml", "endpoints file"
+        API = "api", "REST API"
+        ADMIN = "admin", "admin"
+
+    name = models.CharField(
+        max_length=63, unique=True, validators=[RegexValidator(NAME_PATTERN, f"Endpoint names are {NAME_RULE}.")]
+    )
+    task = models.CharField(max_length=32, choices=[(t, t) for t in TASKS])
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text='A list of {"key": …, "value": …}.')
+    ready = models.CharField(max_length=16, default="READY", choices=[("READY", "READY"), ("NOT_READY", "NOT_READY")])
+    config_update = models.CharField(
+        max_length=16,
+        default="NOT_UPDATING",
+        choices=[(s, s) for s in ("NOT_UPDATING", "IN_PROGRESS", "UPDATE_FAILED")],
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.ADMIN)
+    creator = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ServedEntity(models.Model):
+    """What answers an endpoint's queries: a local model or an external provider's model."""
+
+    endpoint = models.ForeignKey(ServingEndpoint, related_name="entities", on_delete=models.CASCADE)
+    name = models.CharField(max_length=63, help_text="Shown as the served-model-name response header.")
+    provider = models.CharField(max_length=40, help_text="'local' or an external provider such as 'openai-compatible'.")
+    model = models.CharField(max_length=200, help_text="The model name at the provider (or in the local catalog).")
+    config = models.JSONField(default=dict, blank=True, help_text="The provider's configuration.")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["endpoint", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["endpoint", "name"], name="unique_entity_name_per_endpoint")]
+        verbose_name_plural = "served entities"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.provider}: {self.model})"
+
+
+TOKEN_PREFIX = "dapi"
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 128 bits of randomness, so a fast hash is enough (no password stretching).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AccessToken(models.Model):
+    """A personal access token (``dapi…``). Only its hash is stored; the value is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="access_tokens", on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=16, editable=False, help_text="The first characters, to recognise a token.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"
+
+    @classmethod
+    def issue(cls, user, name: str, expires_at=None) -> tuple["AccessToken", str]:
+        """Create a token for ``user``; return it and the plaintext value (shown once, never stored)."""
+        value = TOKEN_PREFIX + secrets.token_hex(16)
+        token = cls.objects.create(
+            user=user, name=name, token_hash=hash_token(value), hint=value[:8], expires_at=expires_at
+        )
+        return token, value
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+    def revoke(self) -> None:
+        self.revoked_at = timezone.now()
+        self.save(update_fields=["revoked_at"])

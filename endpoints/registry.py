@@ -1,0 +1,136 @@
+"""The endpoint registry as the query path sees it: an immutable snapshot, cached per process.
+
+The database is the source of truth (the YAML file, the admin and the REST API all write to it).
+A process re-reads it at most every ``REGISTRY_TTL_SECONDS`` and at once after a change made in
+the same process. When the endpoints file changed on disk since this process last looked, it is
+applied first; a malformed file is logged with its line and the last good configuration keeps
+serving.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from .errors import not_found
+from .providers.base import EntitySpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    task: str
+    description: str
+    tags: tuple[tuple[str, str], ...]
+    entities: tuple[EntitySpec, ...]
+    ready: str
+    config_update: str
+    source: str
+    creator: str
+    created_at: datetime
+    updated_at: datetime
+
+
+_lock = threading.Lock()
+_snapshot: dict[str, Endpoint] = {}
+_loaded_at = float("-inf")
+_file_stamp: tuple | None = None
+
+
+def invalidate() -> None:
+    global _loaded_at
+    _loaded_at = float("-inf")
+
+
+def sync_file(force: bool = False) -> Any:
+    """Apply the endpoints file if it changed since this process last applied it.
+
+    Returns the :class:`~endpoints.config.Changes`, or None when nothing was applied.
+    """
+    global _file_stamp
+    from .config import ConfigError, apply, load_file
+
+    path = settings.ENDPOINTS_FILE
+    if not path:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    stamp = (str(path), stat.st_mtime_ns, stat.st_size)
+    if stamp == _file_stamp and not force:
+        return None
+    _file_stamp = stamp
+    try:
+        decls = load_file(path)
+    except ConfigError as exc:
+        log.error("%s. The last good configuration keeps serving.", exc)
+        return None
+    changes = apply(decls)
+    if changes.added or changes.changed or changes.removed:
+        log.info("Applied %s: %s", path, "; ".join(changes.lines()))
+    return changes
+
+
+def _read() -> dict[str, Endpoint]:
+    from .models import ServingEndpoint
+
+    if getattr(settings, "ENDPOINTS_AUTO_LOAD", True):
+        sync_file()
+    out: dict[str, Endpoint] = {}
+    for ep in ServingEndpoint.objects.prefetch_related("entities"):
+        out[ep.name] = Endpoint(
+            name=ep.name,
+            task=ep.task,
+            description=ep.description,
+            tags=tuple((t.get("key", ""), t.get("value", "")) for t in ep.tags or ()),
+            entities=tuple(
+                EntitySpec(name=e.name, provider=e.provider, model=e.model, task=ep.task, config=e.config)
+                for e in ep.entities.all()
+            ),
+            ready=ep.ready,
+            config_update=ep.config_update,
+            source=ep.source,
+            creator=ep.creator,
+            created_at=ep.created_at,
+            updated_at=ep.updated_at,
+        )
+    return out
+
+
+def snapshot() -> dict[str, Endpoint]:
+    """All endpoints by name (sync callers)."""
+    global _snapshot, _loaded_at
+    if time.monotonic() - _loaded_at < settings.REGISTRY_TTL_SECONDS:
+        return _snapshot
+    with _lock:
+        if time.monotonic() - _loaded_at >= settings.REGISTRY_TTL_SECONDS:
+            started = time.monotonic()
+            _snapshot = _read()
+            _loaded_at = started
+    return _snapshot
+
+
+_snapshot_async = sync_to_async(snapshot)
+
+
+async def asnapshot() -> dict[str, Endpoint]:
+    """All endpoints by name; touches the database (in a worker thread) only when the cache is stale."""
+    if time.monotonic() - _loaded_at < settings.REGISTRY_TTL_SECONDS:
+        return _snapshot
+    return await _snapshot_async()
+
+
+async def get(name: str) -> Endpoint:
+    endpoint = (await asnapshot()).get(name)
+    if endpoint is None:
+        raise not_found(f"Endpoint '{name}' does not exist. List endpoints with GET /api/2.0/serving-endpoints.")
+    return endpoint

@@ -1,0 +1,276 @@
+"""Typed requests for the three tasks, validated once for every surface.
+
+:func:`parse` turns a JSON body into one of the request models or raises a
+:class:`~endpoints.errors.ServingError` whose message names the first problem in words a person
+can act on. Unknown parameters are rejected rather than silently ignored.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ServingError, invalid
+
+CHAT = "llm/v1/chat"
+COMPLETIONS = "llm/v1/completions"
+EMBEDDINGS = "llm/v1/embeddings"
+TASKS = (CHAT, COMPLETIONS, EMBEDDINGS)
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_N = 8
+MAX_STOP = 8
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Strict):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Union[TextPart, ImagePart]
+
+
+class ChatMessage(BaseModel):
+    # Assistant turns sent back by clients can carry fields we do not use (refusal, audio…);
+    # they do not change the output, so they are tolerated here.
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}; got '{value}'")
+        return value
+
+    @model_validator(mode="after")
+    def _has_content(self) -> "ChatMessage":
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a '{self.role}' message needs 'content'")
+        return self
+
+    def text(self) -> str:
+        """The message's text, joining text parts."""
+        if isinstance(self.content, str):
+            return self.content
+        if not self.content:
+            return ""
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Generation(_Strict):
+    """Parameters shared by chat and completions requests."""
+
+    model: str | None = None  # the endpoint name on the OpenAI-compatible routes
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    # Recorded, never change the output.
+    user: str | None = None
+    client_request_id: str | None = None
+    usage_context: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences are allowed; got {len(stops)}")
+        if any(s == "" for s in stops):
+            raise ValueError("stop sequences must not be empty strings")
+        return stops
+
+    @model_validator(mode="after")
+    def _fold_aliases(self) -> "_Generation":
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        self.max_completion_tokens = None
+        return self
+
+    @property
+    def stop_list(self) -> list[str]:
+        return list(self.stop or [])  # normalised to a list by the validator
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def generation_params(self) -> dict[str, Any]:
+        """The optional parameters the client set that change the output, by name."""
+        names = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+        params = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.n != 1:
+            params["n"] = self.n
+        return params
+
+
+class ChatRequest(_Generation):
+    task: Literal["llm/v1/chat"] = Field(default=CHAT, exclude=True)
+    messages: list[ChatMessage] = Field(min_length=1)
+    # Rich-request fields: accepted by the schema so the service can say which endpoint
+    # cannot honour them, instead of "unknown parameter".
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+
+    def generation_params(self) -> dict[str, Any]:
+        params = super().generation_params()
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "response_format", "thinking", "reasoning_effort"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        return params
+
+
+class CompletionRequest(_Generation):
+    task: Literal["llm/v1/completions"] = Field(default=COMPLETIONS, exclude=True)
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be an empty list")
+        if isinstance(value, list) and len(value) > 16:
+            raise ValueError(f"at most 16 prompts per request; got {len(value)}")
+        return value
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class EmbeddingsRequest(_Strict):
+    task: Literal["llm/v1/embeddings"] = Field(default=EMBEDDINGS, exclude=True)
+    model: str | None = None
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    extra_params: dict[str, Any] = Field(default_factory=dict)
+    user: str | None = None
+    client_request_id: str | None = None
+    usage_context: dict[str, Any] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("input must not be an empty list")
+            if any(isinstance(v, (int, list)) for v in value):
+                raise ValueError("input must be text; token-id inputs are not supported")
+            if len(value) > 2048:
+                raise ValueError(f"at most 2048 inputs per request; got {len(value)}")
+        if value == "" or (isinstance(value, list) and any(v == "" for v in value)):
+            raise ValueError("input texts must not be empty")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    def generation_params(self) -> dict[str, Any]:
+        return {}
+
+
+Request = ChatRequest | CompletionRequest | EmbeddingsRequest
+_MODELS: dict[str, type[_Strict]] = {CHAT: ChatRequest, COMPLETIONS: CompletionRequest, EMBEDDINGS: EmbeddingsRequest}
+_KEY_FIELD = {CHAT: "messages", COMPLETIONS: "prompt", EMBEDDINGS: "input"}
+# Keys of the custom-model (dataframe) formats Databricks accepts on other endpoint types.
+_DATAFRAME_KEYS = ("dataframe_records", "dataframe_split", "instances", "inputs")
+
+
+def parse(task: str, body: Any, endpoint: str = "") -> Request:
+    """Validate ``body`` as a request for ``task``; raise ServingError naming the first problem."""
+    where = f"Endpoint '{endpoint}'" if endpoint else "This endpoint"
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    for key in _DATAFRAME_KEYS:
+        if key in body:
+            raise invalid(
+                f"'{key}' is an input format for custom-model endpoints; {where} serves a foundation "
+                f"model ({task}) and expects '{_KEY_FIELD[task]}'."
+            )
+    wanted = _KEY_FIELD[task]
+    if wanted not in body:
+        for other_task, key in _KEY_FIELD.items():
+            if key in body and other_task != task:
+                raise invalid(
+                    f"{where} serves {task} and expects '{wanted}'; this request has '{key}', "
+                    f"which is a {other_task} request."
+                )
+        raise invalid(f"{where} serves {task}; the request must include '{wanted}'.")
+    try:
+        return _MODELS[task].model_validate(body)
+    except ValidationError as exc:
+        raise invalid(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = _loc(err.get("loc", ()))
+    kind = err.get("type", "")
+    msg = err.get("msg", "is invalid")
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind == "extra_forbidden":
+        return f"Unknown parameter '{loc}'. Remove it, or pass provider-specific options in 'extra_params'."
+    if kind == "missing":
+        return f"Missing required parameter '{loc}'."
+    if kind == "too_short" and loc in ("messages", "input"):
+        return f"'{loc}' must not be empty."
+    given = err.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    return f"Invalid '{loc}': {msg[0].lower() + msg[1:]}{shown}."
+
+
+def _loc(parts: tuple) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "list[...]", "TextPart", "ImagePart", "function-after[_stop_list(), union[str,list[str]]]"):
+            continue  # union branch names pydantic adds to the location
+        elif "[" in str(part) or "(" in str(part):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out

@@ -1,0 +1,2 @@
+"""WebSocket routes (the AI Playground's streams arrive with a later issue)."""
+websocket_urlpatterns: list = []

@@ -1,0 +1,106 @@
+"""Shared fixtures: personas, the default endpoints, and a live Fondasi server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests load endpoints explicitly; they never depend on what the developer's file holds.
+os.environ.setdefault("FONDASI_ENDPOINTS_AUTO_LOAD", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    from endpoints import auth, registry
+
+    registry.invalidate()
+    auth.forget_tokens()
+    yield
+    registry.invalidate()
+    auth.forget_tokens()
+
+
+@pytest.fixture
+def default_endpoints(db):
+    """The three embedded endpoints of the shipped endpoints.yaml."""
+    from endpoints.config import apply, load_file
+
+    apply(load_file(ROOT / "endpoints.yaml"))
+
+
+@pytest.fixture
+def alice(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user("alice", password="wonderland-42")
+
+
+@pytest.fixture
+def token(alice) -> str:
+    from endpoints.models import AccessToken
+
+    return AccessToken.issue(alice, "tests")[1]
+
+
+@pytest.fixture
+def auth_headers(token) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, token: str, log: Path) -> None:
+        self.url, self.token, self.log = url, token, log
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory) -> LiveServer:
+    """A real Fondasi (daphne, ASGI) on 127.0.0.1 with its own database, started as `make run` does."""
+    var = tmp_path_factory.mktemp("live-var")
+    env = {**os.environ, "FONDASI_VAR_DIR": str(var), "FONDASI_ENDPOINTS_AUTO_LOAD": "1",
+           "FONDASI_ENDPOINTS_FILE": str(ROOT / "endpoints.yaml"), "DJANGO_SETTINGS_MODULE": "playground.settings"}
+    env.pop("DATABASE_URL", None)
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+    subprocess.run([*manage, "load_endpoints"], env=env, check=True, capture_output=True)
+    out = subprocess.run([*manage, "create_token", "--name", "live"], env=env, check=True, capture_output=True, text=True)
+    token = out.stdout.strip().splitlines()[-1]
+    port = _free_port()
+    log = var / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
+            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"Fondasi did not start:\n{log.read_text()}")
+        time.sleep(0.2)
+    yield LiveServer(url, token, log)
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
