@@ -29,6 +29,17 @@ def _fresh_caches():
     auth.forget_tokens()
 
 
+def api_client(headers: dict[str, str], **kwargs):
+    """An AsyncClient sending ``headers`` with every request.
+
+    Django's AsyncClient(headers=…) stores WSGI names (HTTP_…) that never reach an ASGI
+    request, so default headers are given by their ASGI names here.
+    """
+    from django.test import AsyncClient
+
+    return AsyncClient(**kwargs, **{name.upper().replace("-", "_"): value for name, value in headers.items()})
+
+
 @pytest.fixture
 def default_endpoints(db):
     """The three embedded endpoints of the shipped endpoints.yaml."""
@@ -68,7 +79,7 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory) -> LiveServer:
+def fondasi_server(tmp_path_factory) -> LiveServer:
     """A real Fondasi (daphne, ASGI) on 127.0.0.1 with its own database, started as `make run` does."""
     var = tmp_path_factory.mktemp("live-var")
     env = {**os.environ, "FONDASI_VAR_DIR": str(var), "FONDASI_ENDPOINTS_AUTO_LOAD": "1",

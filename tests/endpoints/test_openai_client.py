@@ -1,0 +1,66 @@
+"""The real `openai` client against a live Fondasi (daphne), as the README shows it."""
+import math
+
+import openai
+import pytest
+
+@pytest.fixture(scope="module")
+def client(fondasi_server) -> openai.OpenAI:
+    return openai.OpenAI(api_key=fondasi_server.token, base_url=fondasi_server.url + "/serving-endpoints", max_retries=0)
+
+
+def test_chat_completions(client):
+    answer = client.chat.completions.create(
+        model="local-smollm2-chat",
+        messages=[{"role": "user", "content": "What is a mixture of experts model?"}],
+        max_tokens=12,
+        temperature=0,
+    )
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].message.content.strip()
+    assert answer.usage.completion_tokens <= 12 and answer.usage.prompt_tokens > 5
+
+
+def test_streamed_chat_equals_the_whole_answer_at_temperature_zero(client):
+    request = dict(model="local-smollm2-chat", messages=[{"role": "user", "content": "Count to five."}],
+                   max_tokens=16, temperature=0)
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_completions_with_and_without_streaming(client):
+    whole = client.completions.create(model="local-smollm2-completions", prompt="Once upon a time", max_tokens=8, temperature=0)
+    assert whole.choices[0].text and whole.usage.completion_tokens <= 8
+    parts = list(client.completions.create(model="local-smollm2-completions", prompt="Once upon a time",
+                                           max_tokens=8, temperature=0, stream=True))
+    assert "".join(p.choices[0].text for p in parts if p.choices) == whole.choices[0].text
+
+
+def test_embeddings_are_normalised_384_floats(client):
+    # The client asks for base64 by default and decodes it.
+    out = client.embeddings.create(model="local-minilm-embeddings", input=["hello world", "bonjour le monde"])
+    assert len(out.data) == 2
+    for item in out.data:
+        assert len(item.embedding) == 384
+        assert abs(math.sqrt(sum(x * x for x in item.embedding)) - 1) < 1e-3
+
+
+def test_models_list_and_retrieve(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"local-smollm2-chat", "local-smollm2-completions", "local-minilm-embeddings"} <= ids
+    assert client.models.retrieve("local-minilm-embeddings").id == "local-minilm-embeddings"
+
+
+def test_errors_reach_the_client_as_its_own_exceptions(client, fondasi_server):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-endpoint", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="local-smollm2-chat", messages=[{"role": "user", "content": "x"}], temperature=9)
+    assert "temperature" in str(bad.value)
+    stranger = openai.OpenAI(api_key="dapi-wrong", base_url=fondasi_server.url + "/serving-endpoints", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
