@@ -31,7 +31,8 @@ class EntitySpec:
     provider: str  # a key of endpoints.providers.PROVIDERS
     model: str  # the model name at the provider
     task: str
-    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # Holds resolved credentials: never in a repr (and so never in a log line or a traceback).
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
 
     @property
     def key(self) -> tuple:

