@@ -1,0 +1,369 @@
+"""Any server that speaks the OpenAI API: vLLM, Ollama, llama.cpp server, LM Studio, …
+
+Served entity config (``EntitySpec.config``):
+
+- ``openai_api_base`` (required): e.g. ``http://127.0.0.1:11434/v1``; ``/chat/completions``,
+  ``/completions`` and ``/embeddings`` are appended.
+- ``openai_api_key`` (or ``openai_api_key_plaintext``): the resolved key, sent as a Bearer token.
+- ``openai_organization``: sent as ``OpenAI-Organization``.
+- ``timeout``: seconds the upstream may stay silent (the read timeout; default 300).
+
+``spec.model`` is sent as ``model``. Chat and completions always stream from the upstream (with
+``stream_options.include_usage``); the service joins the stream for non-streaming answers.
+
+The module is pure translators (ours → vendor, vendor chunk → our events) plus a thin class
+that does the auth headers, the URLs and the call; the HTTP plumbing lives in :mod:`.http`.
+"""
+from __future__ import annotations
+
+import base64
+from array import array
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from ..errors import ServingError, invalid
+from ..events import Embeddings, Event, Finish, TextDelta, Usage
+from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest
+from . import http
+from .base import EntitySpec, Provider
+
+LABEL = "OpenAI-compatible upstream"  # how errors name the vendor
+
+PARAMS = frozenset(
+    {"max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty"}
+)
+# Keys of the vendor body that extra_params may not replace: they decide what we parse back.
+_RESERVED = frozenset({"model", "messages", "prompt", "input", "stream"})
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # the legacy name
+    "content_filter": "content_filter",
+}
+
+# --- ours → vendor -------------------------------------------------------------------------
+
+
+def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The vendor's streaming chat body for ``request``.
+
+    Sample (https://platform.openai.com/docs/api-reference/chat/create)::
+
+        {"model": "llama3.1:8b",
+         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+         "max_tokens": 64, "temperature": 0.2,
+         "stream": true, "stream_options": {"include_usage": true}}
+    """
+    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+    return _finish_body(body, request.generation_params(), request.extra_params)
+
+
+def completion_body(request: CompletionRequest, model: str) -> dict[str, Any]:
+    """The vendor's streaming completions body for ``request``.
+
+    Sample (https://platform.openai.com/docs/api-reference/completions/create)::
+
+        {"model": "qwen2.5-0.5b", "prompt": "Once upon a time", "max_tokens": 16,
+         "stream": true, "stream_options": {"include_usage": true}}
+    """
+    body: dict[str, Any] = {"model": model, "prompt": request.prompt}
+    return _finish_body(body, request.generation_params(), request.extra_params)
+
+
+def embeddings_body(request: EmbeddingsRequest, model: str) -> dict[str, Any]:
+    """The vendor's embeddings body for ``request``.
+
+    Sample (https://platform.openai.com/docs/api-reference/embeddings/create)::
+
+        {"model": "nomic-embed-text", "input": ["first", "second"], "encoding_format": "float"}
+    """
+    body: dict[str, Any] = {"model": model, "input": request.input, "encoding_format": "float"}
+    _merge_extra(body, request.extra_params)
+    return body
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    content: Any = message.content
+    if isinstance(content, list):  # text and image_url parts pass through in OpenAI's own shape
+        content = [part.model_dump(exclude_none=True) for part in content]
+    out: dict[str, Any] = {"role": message.role, "content": content}
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_calls is not None:
+        out["tool_calls"] = message.tool_calls
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _finish_body(body: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for name, value in params.items():
+        if name in PARAMS:
+            body[name] = value
+    _merge_extra(body, extra)
+    # We always stream and always ask for usage: it arrives in a last chunk with "choices": [].
+    options = body.get("stream_options")
+    body["stream"] = True
+    body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    return body
+
+
+def _merge_extra(body: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if key not in _RESERVED:
+            body[key] = value
+
+
+# --- vendor → ours -------------------------------------------------------------------------
+
+
+def chat_events(chunk: dict[str, Any]) -> list[Event]:
+    """Our events in one vendor chat chunk (or in a whole non-streamed chat completion).
+
+    Sample chunks (https://platform.openai.com/docs/api-reference/chat-streaming)::
+
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]}
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b",
+         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b", "choices": [],
+         "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}
+
+    A non-streamed completion has ``message`` where a chunk has ``delta``. Tool-call and
+    reasoning deltas have no event type yet and are skipped.
+    """
+    events: list[Event] = []
+    for choice in chunk.get("choices") or ():
+        index = choice.get("index") or 0
+        delta = choice.get("delta") or choice.get("message")
+        if delta:
+            text = delta.get("content")
+            if text and isinstance(text, str):
+                events.append(TextDelta(text, index))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(Finish(_FINISH_REASONS.get(reason, "stop"), index))
+    usage = chunk.get("usage")
+    if usage:
+        events.append(_usage(usage))
+    return events
+
+
+def completion_events(chunk: dict[str, Any]) -> list[Event]:
+    """Our events in one vendor completions chunk (or a whole non-streamed answer).
+
+    Sample chunk (https://platform.openai.com/docs/api-reference/completions/object)::
+
+        {"id": "cmpl-1", "object": "text_completion", "model": "qwen2.5-0.5b",
+         "choices": [{"index": 0, "text": " there", "logprobs": null, "finish_reason": null}]}
+
+    With several prompts and ``n``, choice ``index`` is ``prompt_index * n + j``.
+    """
+    events: list[Event] = []
+    for choice in chunk.get("choices") or ():
+        index = choice.get("index") or 0
+        text = choice.get("text")
+        if text and isinstance(text, str):
+            events.append(TextDelta(text, index))
+        reason = choice.get("finish_reason")
+        if reason:
+            events.append(Finish(_FINISH_REASONS.get(reason, "stop"), index))
+    usage = chunk.get("usage")
+    if usage:
+        events.append(_usage(usage))
+    return events
+
+
+def embeddings_result(payload: dict[str, Any], count: int) -> Embeddings:
+    """Our embeddings from the vendor's answer, in input order.
+
+    Sample (https://platform.openai.com/docs/api-reference/embeddings/object)::
+
+        {"object": "list", "model": "nomic-embed-text",
+         "data": [{"object": "embedding", "index": 0, "embedding": [0.0023, -0.0093, …]}],
+         "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+
+    Raises ServingError when the vendor returns a different number of vectors than inputs.
+    """
+    data = payload.get("data")
+    if not isinstance(data, list) or len(data) != count:
+        got = len(data) if isinstance(data, list) else 0
+        raise ServingError(
+            f"{LABEL} returned {got} embeddings for {count} inputs.", "TEMPORARILY_UNAVAILABLE", retryable=False
+        )
+    if any(item.get("index", i) != i for i, item in enumerate(data)):
+        data = sorted(data, key=lambda item: item.get("index", 0))
+    vectors = [_vector(item.get("embedding")) for item in data]
+    usage = payload.get("usage") or {}
+    return Embeddings(vectors=vectors, prompt_tokens=int(usage.get("prompt_tokens") or 0))
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
+def _vector(embedding: Any) -> list[float]:
+    if isinstance(embedding, str):  # base64 of little-endian float32, if the vendor ignored "float"
+        return array("f", base64.b64decode(embedding)).tolist()
+    if not isinstance(embedding, list):
+        raise ServingError(f"{LABEL} returned an embedding that is not a vector.", "TEMPORARILY_UNAVAILABLE")
+    return embedding
+
+
+# --- the provider --------------------------------------------------------------------------
+
+
+class OpenAICompatibleProvider(Provider):
+    """Serves chat, completions and embeddings from an OpenAI-compatible server."""
+
+    tasks = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
+    supported_params = PARAMS
+    supported_extra_params = None
+    vision = True
+
+    def __init__(self, spec: EntitySpec) -> None:
+        super().__init__(spec)
+        config = spec.config
+        base = config.get("openai_api_base")
+        if not isinstance(base, str) or not base.strip():
+            raise invalid(
+                "An openai-compatible endpoint needs 'openai_api_base', the server's API root "
+                "(for example http://127.0.0.1:11434/v1)."
+            )
+        parts = urlsplit(base.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid(f"'openai_api_base' must be an http:// or https:// URL; got '{http.safe_url(base)}'.")
+        path = parts.path.rstrip("/")
+        self.base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        # A query string in the base (an api-version, a gateway token) stays after the path.
+        self._urls = {
+            task: urlunsplit((parts.scheme, parts.netloc, path + suffix, parts.query, ""))
+            for task, suffix in ((CHAT, "/chat/completions"), (COMPLETIONS, "/completions"), (EMBEDDINGS, "/embeddings"))
+        }
+        key = config.get("openai_api_key") or config.get("openai_api_key_plaintext")
+        if key is not None and not isinstance(key, str):
+            raise invalid("'openai_api_key' must be the resolved key, a string.")  # never echo it
+        self._secrets = (key,) if key else ()
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        if config.get("openai_organization"):
+            headers["openai-organization"] = str(config["openai_organization"])
+        self._stream_headers = {**headers, "accept": "text/event-stream"}
+        self._json_headers = {**headers, "accept": "application/json"}
+        self._timeout = http.timeout(read=_seconds(config.get("timeout")))
+
+    def __repr__(self) -> str:  # never the key
+        return f"<OpenAICompatibleProvider {self.spec.model!r} at {http.safe_url(self.base_url)}>"
+
+    def describe(self) -> dict[str, Any]:
+        return {"openai_api_base": http.safe_url(self.base_url), "upstream_model": self.spec.model}
+
+    # chat() and complete() return the relay generator itself rather than re-yielding from it, so
+    # the consumer's aclose() or cancellation reaches the upstream response directly.
+    def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
+        body = chat_body(request, self.spec.model)
+        return self._stream(self._urls[CHAT], body, chat_events, request.n)
+
+    def complete(self, request: CompletionRequest) -> AsyncIterator[Event]:
+        body = completion_body(request, self.spec.model)
+        return self._stream(self._urls[COMPLETIONS], body, completion_events, len(request.prompts) * request.n)
+
+    async def embed(self, request: EmbeddingsRequest) -> Embeddings:
+        body = orjson.dumps(embeddings_body(request, self.spec.model))
+        payload = await http.post_json(
+            LABEL, self._urls[EMBEDDINGS], body, self._json_headers, self._timeout, secrets=self._secrets
+        )
+        if not isinstance(payload, dict):
+            raise ServingError(f"{LABEL} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
+        if "error" in payload:
+            raise http.error_for_payload(LABEL, payload, secrets=self._secrets)
+        return embeddings_result(payload, len(request.texts))
+
+    async def _stream(
+        self, url: str, body: dict[str, Any], translate: Callable[[dict[str, Any]], list[Event]], choices: int
+    ) -> AsyncIterator[Event]:
+        """Relay the upstream stream as our events, per the contract in :mod:`.base`.
+
+        Usage is held back and yielded last (0/0 if the vendor sent none); a choice the vendor
+        never finished gets ``Finish("stop")``. The final events go out as soon as ``[DONE]``
+        arrives; the rest of the body is then drained so the connection goes back to the pool.
+        """
+        finished: set[int] = set()
+        usage: Usage | None = None
+        done = False
+        async with http.open_stream(
+            LABEL, url, orjson.dumps(body), self._stream_headers, self._timeout, secrets=self._secrets
+        ) as response:
+            if not http.is_event_stream(response):
+                # Some servers ignore "stream" (or answer an error with 200): one JSON body.
+                for event in self._translate(http.loads(LABEL, await response.aread()), translate):
+                    if type(event) is Usage:
+                        usage = event
+                    else:
+                        if type(event) is Finish:
+                            finished.add(event.index)
+                        yield event
+            else:
+                async with aclosing(http.iter_sse(response)) as sse_events:
+                    async for sse in sse_events:
+                        data = sse.data
+                        if done or not data:
+                            continue
+                        if data == "[DONE]":
+                            done = True
+                            for event in _closing_events(choices, finished, usage):
+                                yield event
+                            continue
+                        if sse.event == "error":
+                            raise http.error_for_payload(LABEL, _as_error(data), secrets=self._secrets)
+                        for event in self._translate(http.loads(LABEL, data), translate):
+                            if type(event) is Usage:
+                                usage = event
+                            else:
+                                if type(event) is Finish:
+                                    finished.add(event.index)
+                                yield event
+        if not done:  # the body ended without [DONE]
+            for event in _closing_events(choices, finished, usage):
+                yield event
+
+    def _translate(self, chunk: Any, translate: Callable[[dict[str, Any]], list[Event]]) -> list[Event]:
+        if type(chunk) is not dict:
+            raise ServingError(f"{LABEL} sent a malformed stream event.", "TEMPORARILY_UNAVAILABLE")
+        if "error" in chunk:
+            raise http.error_for_payload(LABEL, chunk, secrets=self._secrets)
+        return translate(chunk)
+
+
+def _closing_events(choices: int, finished: set[int], usage: Usage | None) -> list[Event]:
+    events: list[Event] = [Finish("stop", index) for index in range(choices) if index not in finished]
+    events.append(usage if usage is not None else Usage(0, 0))
+    return events
+
+
+def _as_error(data: str) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {"error": data}
+    return payload if isinstance(payload, dict) else {"error": data}
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise invalid(f"'timeout' must be a number of seconds; got {value!r}.") from None
+    if not seconds > 0:
+        raise invalid(f"'timeout' must be positive; got {value!r}.")
+    return seconds

@@ -1,0 +1,338 @@
+"""A fake OpenAI-compatible vendor over real HTTP on 127.0.0.1 (stdlib only).
+
+It speaks the real wire format — JSON answers, and ``text/event-stream`` with chunked transfer
+encoding, ``data: {...}`` events and ``data: [DONE]`` — so a provider under test runs its real
+HTTP client, SSE parser and connection pool against it.
+
+Routes: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (any path ending
+that way; a query string is ignored). Anything else answers 404 with an OpenAI error body.
+
+Use the ``openai_upstream`` fixture (a fresh server per test)::
+
+    provider = OpenAICompatibleProvider(spec(openai_api_base=openai_upstream.base_url))
+    openai_upstream.pieces = ["Hi", "!"]              # what each choice streams
+    openai_upstream.fail(429, "slow down", headers={"Retry-After": "7"})
+    ... run the provider ...
+    sent = openai_upstream.last_request               # .method .path .headers .json .raw
+    assert sent.json["model"] == "m" and sent.headers["authorization"] == "Bearer sk-test"
+    assert openai_upstream.wait_for_disconnect(2)      # after cancelling a slow stream
+
+Knobs (plain attributes; set them before the request):
+
+- ``pieces``: text pieces every choice streams (joined for non-streamed answers).
+- ``finish_reason``: the finish reason of every choice (``None`` sends none).
+- ``usage``: ``{"prompt_tokens", "completion_tokens"}`` reported when the request asks
+  ``stream_options.include_usage`` (and on non-streamed answers); ``None`` sends no usage.
+- ``delay``: seconds to wait before answering (status line included).
+- ``chunk_delay``: seconds between streamed events (a slow stream, to test cancellation).
+- ``fail(status, message, ...)``: answer every request with that status and a vendor error body.
+- ``mid_stream_error``: an error object sent as a ``data:`` event after the first content event.
+- ``send_done``: whether the stream ends with ``data: [DONE]``.
+- ``ignore_stream``: answer one JSON body even when the request says ``stream: true``.
+- ``reverse_embeddings``: list embeddings in reverse index order (clients must sort by index).
+
+Recorded: ``requests`` (list of :class:`RecordedRequest`: method, path, headers with lower-cased
+names, raw body, decoded json, peer address), ``last_request``, ``disconnects``
+(clients that went away before the answer was complete) and :meth:`wait_for_disconnect`.
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    raw: bytes
+    json: Any  # the decoded body, or None if it was not JSON
+    peer: tuple[str, int]  # the client's address: the same port twice means a reused connection
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the answer was complete."""
+
+
+class FakeOpenAIUpstream:
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.disconnects = 0
+        self._disconnected = threading.Event()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    # --- knobs -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.pieces: list[str] = ["Hello", ",", " world", "!"]
+        self.finish_reason: str | None = "stop"
+        self.usage: dict[str, int] | None = {"prompt_tokens": 7, "completion_tokens": 4}
+        self.delay = 0.0
+        self.chunk_delay = 0.0
+        self.error: tuple[int, bytes, dict[str, str]] | None = None
+        self.mid_stream_error: dict[str, Any] | None = None
+        self.send_done = True
+        self.ignore_stream = False
+        self.reverse_embeddings = False
+        self.embedding_dim = 3
+
+    def fail(
+        self,
+        status: int,
+        message: str = "Something went wrong.",
+        *,
+        type: str = "invalid_request_error",
+        code: str | int | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Answer every request with ``status`` and an OpenAI error body (or ``body`` verbatim)."""
+        if body is None:
+            body = json.dumps({"error": {"message": message, "type": type, "param": None, "code": code}}).encode()
+        self.error = (status, body, dict(headers or {}))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> "FakeOpenAIUpstream":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.fake = self  # type: ignore[attr-defined]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def base_url(self) -> str:
+        """What goes in ``openai_api_base``."""
+        return self.url + "/v1"
+
+    # --- what happened -----------------------------------------------------------------------
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        assert self.requests, "the fake received no request"
+        return self.requests[-1]
+
+    def wait_for_disconnect(self, timeout: float = 2.0) -> bool:
+        """Whether a client went away mid-answer (waiting up to ``timeout`` seconds)."""
+        return self._disconnected.wait(timeout)
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _note_disconnect(self) -> None:
+        with self._lock:
+            self.disconnects += 1
+        self._disconnected.set()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, like real servers
+    disable_nagle_algorithm = True  # else headers-then-body writes wait ~40 ms on delayed ACKs
+    server: ThreadingHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    @property
+    def fake(self) -> FakeOpenAIUpstream:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        fake = self.fake
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
+        try:
+            if fake.delay:
+                self._wait(fake.delay)
+            if fake.error is not None:
+                status, error_body, headers = fake.error
+                self._send_json(status, error_body, headers)
+                return
+            request = body if isinstance(body, dict) else {}
+            route = self.path.partition("?")[0]
+            if route.endswith("/chat/completions"):
+                self._answer(request, chat=True)
+            elif route.endswith("/completions"):
+                self._answer(request, chat=False)
+            elif route.endswith("/embeddings"):
+                self._embeddings(request)
+            else:
+                self._send_json(404, json.dumps({"error": {"message": f"No route {self.path}", "type": "not_found"}}).encode())
+        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            fake._note_disconnect()
+            self.close_connection = True
+
+    # --- answers -----------------------------------------------------------------------------
+
+    def _answer(self, request: dict[str, Any], *, chat: bool) -> None:
+        fake = self.fake
+        model = request.get("model", "fake-model")
+        n = int(request.get("n") or 1)
+        if not chat:
+            prompts = request.get("prompt", "")
+            n *= len(prompts) if isinstance(prompts, list) else 1
+        if not request.get("stream") or fake.ignore_stream:
+            self._send_json(200, json.dumps(_full_answer(fake, model, n, chat)).encode())
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        first_content = n if chat else 0  # chat opens with one role-only event per choice
+        for i, chunk in enumerate(_stream_chunks(fake, model, n, chat, wants_usage)):
+            if i and fake.chunk_delay:
+                self._wait(fake.chunk_delay)
+            self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if fake.mid_stream_error is not None and i == first_content:
+                self._write_chunk(b"data: " + json.dumps(fake.mid_stream_error).encode() + b"\n\n")
+                break
+        else:
+            if fake.send_done:
+                self._write_chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _embeddings(self, request: dict[str, Any]) -> None:
+        fake = self.fake
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        # Vector i is [i, len(text), 0.5, ...]: a test can tell which input it belongs to.
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(i), float(len(t))] + [0.5] * (fake.embedding_dim - 2)}
+            for i, t in enumerate(texts)
+        ]
+        if fake.reverse_embeddings:
+            data.reverse()
+        tokens = sum(len(str(t).split()) for t in texts)
+        answer = {
+            "object": "list",
+            "model": request.get("model"),
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        self._send_json(200, json.dumps(answer).encode())
+
+    # --- wire helpers ------------------------------------------------------------------------
+
+    def _send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, raising ClientGone as soon as the client closes the connection."""
+        deadline = time.monotonic() + seconds
+        sock = self.connection
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if readable:
+                try:
+                    peeked = sock.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    raise ClientGone from None
+                if not peeked:
+                    raise ClientGone
+                time.sleep(left)  # the client sent more (a pipelined request): just wait
+                return
+
+
+def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wants_usage: bool) -> Iterator[dict[str, Any]]:
+    base = {"id": "chatcmpl-fake" if chat else "cmpl-fake", "created": 1700000000, "model": model}
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**base, "object": kind, "choices": choices, **extra}
+
+    def choice(index: int, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+        if chat:
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            if first:
+                delta["role"] = "assistant"
+            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+    if chat:  # OpenAI opens each choice with the role and empty content
+        for index in range(n):
+            yield chunk([choice(index, "", None, first=True)])
+    for piece in fake.pieces:
+        for index in range(n):
+            yield chunk([choice(index, piece, None)])
+    if fake.finish_reason is not None:
+        for index in range(n):
+            yield chunk([choice(index, None, fake.finish_reason)])
+    if wants_usage and fake.usage is not None:
+        yield chunk([], usage=_usage(fake.usage))
+
+
+def _full_answer(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool) -> dict[str, Any]:
+    text = "".join(fake.pieces)
+    if chat:
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": fake.finish_reason}
+            for i in range(n)
+        ]
+    else:
+        choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": fake.finish_reason} for i in range(n)]
+    answer: dict[str, Any] = {
+        "id": "chatcmpl-fake" if chat else "cmpl-fake",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": choices,
+    }
+    if fake.usage is not None:
+        answer["usage"] = _usage(fake.usage)
+    return answer
+
+
+def _usage(usage: dict[str, int]) -> dict[str, int]:
+    return {**usage, "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
+
+
+@pytest.fixture
+def openai_upstream() -> Iterator[FakeOpenAIUpstream]:
+    """A fake OpenAI-compatible vendor on 127.0.0.1, fresh for each test."""
+    fake = FakeOpenAIUpstream().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
