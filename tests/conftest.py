@@ -13,9 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tests load endpoints explicitly; they never depend on what the developer's file holds.
-os.environ.setdefault("FONDASI_ENDPOINTS_AUTO_LOAD", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    # Tests load endpoints explicitly; they never depend on what the developer's file holds.
+    # pytest-django has configured settings before this file is imported, so an environment
+    # variable set here would come too late: the setting itself is switched off.
+    from django.conf import settings
+
+    settings.ENDPOINTS_AUTO_LOAD = False
 
 
 @pytest.fixture(autouse=True)
