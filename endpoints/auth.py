@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from .errors import ServingError
 from .models import AccessToken, hash_token
+from .registry import release_connections
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,18 @@ def token_from_header(header: str) -> str:
 
 
 def _lookup(digest: str) -> Principal | None:
-    token = AccessToken.objects.select_related("user").filter(token_hash=digest).first()
-    if token is None or not token.active or not token.user.is_active:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return Principal(token.user_id, token.user.get_username(), token.pk)
+    try:
+        token = AccessToken.objects.select_related("user").filter(token_hash=digest).first()
+        if token is None or not token.active or not token.user.is_active:
+            return None
+        now = timezone.now()
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+            AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        return Principal(token.user_id, token.user.get_username(), token.pk)
+    finally:
+        # The API handler sends no request signals in this thread (playground/asgi.py): release
+        # the connection here, by Django's own rules.
+        release_connections()
 
 
 _lookup_async = sync_to_async(_lookup)

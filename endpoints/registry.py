@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from .errors import not_found
 from .providers.base import EntitySpec
@@ -43,6 +44,17 @@ _lock = threading.Lock()
 _snapshot: dict[str, Endpoint] = {}
 _loaded_at = float("-inf")
 _file_stamp: tuple | None = None
+
+
+def release_connections() -> None:
+    """Django's ``close_old_connections`` for this thread, sparing connections in a transaction.
+
+    A connection inside an atomic block belongs to whoever opened the block (a management
+    command, a test), which closes it; closing it here would end their transaction.
+    """
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 def invalidate() -> None:
@@ -114,7 +126,12 @@ def snapshot() -> dict[str, Endpoint]:
     with _lock:
         if time.monotonic() - _loaded_at >= settings.REGISTRY_TTL_SECONDS:
             started = time.monotonic()
-            _snapshot = _read()
+            try:
+                _snapshot = _read()
+            finally:
+                # The API handler sends no request signals in this thread (playground/asgi.py):
+                # release the connection here, by Django's own rules.
+                release_connections()
             _loaded_at = started
     return _snapshot
 

@@ -27,7 +27,9 @@ JSON = "application/json"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(orjson.dumps(body), content_type=JSON, status=status, headers=headers)
+    response = HttpResponse(orjson.dumps(body), content_type=JSON, status=status, headers=headers)
+    response["X-Content-Type-Options"] = "nosniff"  # the API runs without SecurityMiddleware
+    return response
 
 
 def error_response(exc: ServingError) -> HttpResponse:
@@ -188,11 +190,12 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     return json_response({"status": "ok", "endpoints": len(endpoints)})
 
 
-_API_PREFIXES = ("/serving-endpoints", "/api/", "/.well-known/", "/oidc", "/healthz")
+# Paths served by the token-authenticated APIs (see playground/asgi.py): JSON errors, no pages.
+API_PREFIXES = ("/serving-endpoints", "/api/", "/.well-known/", "/oidc", "/healthz")
 
 
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(_API_PREFIXES)
+    return request.path.startswith(API_PREFIXES)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

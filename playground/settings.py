@@ -88,6 +88,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+# The token-authenticated APIs (endpoints.views.API_PREFIXES) run with this list instead: they
+# use no session, cookie or CSRF token (see playground/asgi.py).
+API_MIDDLEWARE: list[str] = []
 
 ROOT_URLCONF = "playground.urls"
 ASGI_APPLICATION = "playground.asgi.application"
@@ -110,7 +113,9 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fondasi.sqlite3'}"), conn_max_age=600
+        # No persistent connections: under ASGI each request may run its sync code on another
+        # thread, and a kept connection would be stranded there (Django's ASGI deployment docs).
+        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fondasi.sqlite3'}"), conn_max_age=0
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
