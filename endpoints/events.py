@@ -18,6 +18,34 @@ class TextDelta:
 
 
 @dataclass(slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning for choice ``index``, streamed before its answer text.
+
+    ``signature`` comes with the last piece of a reasoning block (possibly with empty ``text``):
+    the vendor's own, passed through untouched, or the local model's HMAC.
+    """
+
+    text: str
+    index: int = 0
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of tool call number ``call`` of choice ``index``.
+
+    The first piece of a call carries ``id`` and ``name``; every piece may carry a fragment of
+    the arguments' JSON text, which joined make the whole arguments string.
+    """
+
+    call: int
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
 class Finish:
     """Choice ``index`` is complete. ``reason`` is ``stop``, ``length``, ``tool_calls`` or ``content_filter``."""
 
@@ -31,6 +59,8 @@ class Usage:
 
     prompt_tokens: int
     completion_tokens: int
+    #: completion tokens that went to reasoning (included in ``completion_tokens``)
+    reasoning_tokens: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -38,7 +68,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-Event = TextDelta | Finish | Usage
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ can act on. Unknown parameters are rejected rather than silently ignored.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -41,7 +41,20 @@ class ImagePart(_Strict):
     image_url: ImageUrl
 
 
-ContentPart = Union[TextPart, ImagePart]
+class SummaryText(_Strict):
+    type: Literal["summary_text"]
+    text: str
+    signature: str | None = None
+
+
+class ReasoningPart(_Strict):
+    """A reasoning block of an earlier assistant answer, sent back by the client."""
+
+    type: Literal["reasoning"]
+    summary: list[SummaryText]
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, ReasoningPart], Field(discriminator="type")]
 
 
 class ChatMessage(BaseModel):
@@ -66,7 +79,25 @@ class ChatMessage(BaseModel):
     def _has_content(self) -> "ChatMessage":
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError(f"a '{self.role}' message needs 'content'")
+        if self.role != "assistant" and self.reasoning_parts():
+            raise ValueError(f"reasoning blocks belong in assistant messages, not in a '{self.role}' message")
         return self
+
+    def reasoning_parts(self) -> list[tuple[int, ReasoningPart]]:
+        """The reasoning blocks of this message with their positions in ``content``."""
+        if not isinstance(self.content, list):
+            return []
+        return [(i, part) for i, part in enumerate(self.content) if isinstance(part, ReasoningPart)]
+
+    def reasoning_text(self) -> str:
+        return "".join(s.text for _, part in self.reasoning_parts() for s in part.summary)
+
+    def without_reasoning(self) -> "ChatMessage":
+        """A copy without reasoning blocks (what the model sees of an earlier turn)."""
+        if not self.reasoning_parts():
+            return self
+        kept = [part for part in self.content if not isinstance(part, ReasoningPart)]
+        return self.model_copy(update={"content": kept if kept else ""})
 
     def text(self) -> str:
         """The message's text, joining text parts."""
@@ -78,6 +109,11 @@ class ChatMessage(BaseModel):
 
     def has_images(self) -> bool:
         return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
+
+    def images(self) -> list[ImagePart]:
+        if not isinstance(self.content, list):
+            return []
+        return [p for p in self.content if isinstance(p, ImagePart)]
 
 
 class StreamOptions(_Strict):
@@ -141,17 +177,55 @@ class _Generation(_Strict):
         return params
 
 
+# OpenAI's reasoning_effort as a thinking budget, in tokens (capped to half of max_tokens).
+REASONING_EFFORT_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
+
+
+class Thinking(_Strict):
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(default=None, ge=1)
+
+
 class ChatRequest(_Generation):
     task: Literal["llm/v1/chat"] = Field(default=CHAT, exclude=True)
     messages: list[ChatMessage] = Field(min_length=1)
-    # Rich-request fields: accepted by the schema so the service can say which endpoint
-    # cannot honour them, instead of "unknown parameter".
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+    thinking: Thinking | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+
+    @model_validator(mode="after")
+    def _reasoning(self) -> "ChatRequest":
+        if self.thinking is not None and self.reasoning_effort is not None:
+            raise ValueError("give either 'thinking' or 'reasoning_effort', not both")
+        thinking = self.thinking
+        if thinking is not None and thinking.type == "enabled":
+            budget = thinking.budget_tokens
+            if budget is None:
+                raise ValueError("thinking.budget_tokens is required when thinking is enabled")
+            if self.max_tokens is not None and budget >= self.max_tokens:
+                raise ValueError(
+                    f"thinking.budget_tokens ({budget}) must be less than max_tokens ({self.max_tokens}): "
+                    "the answer comes out of max_tokens too"
+                )
+        if self.reasoning_effort is not None and self.max_tokens is not None and self.max_tokens < 2:
+            raise ValueError(f"max_tokens ({self.max_tokens}) leaves no room for reasoning")
+        # Only the latest assistant turn's reasoning reaches the model (and counts as input).
+        last = max((i for i, m in enumerate(self.messages) if m.role == "assistant"), default=-1)
+        self.messages = [m if i == last else m.without_reasoning() for i, m in enumerate(self.messages)]
+        return self
+
+    @property
+    def thinking_budget(self) -> int | None:
+        """Tokens the model may spend reasoning before it answers; None when it should not think."""
+        if self.thinking is not None:
+            return self.thinking.budget_tokens if self.thinking.type == "enabled" else None
+        if self.reasoning_effort is not None:
+            budget = REASONING_EFFORT_BUDGETS[self.reasoning_effort]
+            return min(budget, self.max_tokens // 2) if self.max_tokens is not None else budget
+        return None
 
     def generation_params(self) -> dict[str, Any]:
         params = super().generation_params()
@@ -245,7 +319,10 @@ def parse(task: str, body: Any, endpoint: str = "") -> Request:
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # For a union (content: str | list of parts) pydantic reports every branch; the deepest
+    # error is the one about what the client actually sent (the part inside the list).
+    err = max(errors, key=lambda e: len(e.get("loc", ())))
     loc = _loc(err.get("loc", ()))
     kind = err.get("type", "")
     msg = err.get("msg", "is invalid")
@@ -257,20 +334,30 @@ def _first_error(exc: ValidationError) -> str:
         return f"Missing required parameter '{loc}'."
     if kind == "too_short" and loc in ("messages", "input"):
         return f"'{loc}' must not be empty."
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"Invalid '{loc}': unknown type '{ctx.get('tag')}'; expected one of {ctx.get('expected_tags')}."
     given = err.get("input")
     shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {given!r})"
+    if not loc:  # a rule across several fields
+        return f"{msg}."
     return f"Invalid '{loc}': {msg[0].lower() + msg[1:]}{shown}."
 
 
 def _loc(parts: tuple) -> str:
     out = ""
+    skip_tag = False  # a tagged union puts the tag after the list index: content[0].text.text
+    after_union = False
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "list[...]", "TextPart", "ImagePart", "function-after[_stop_list(), union[str,list[str]]]"):
+            skip_tag, after_union = after_union, False
+        elif skip_tag:
+            skip_tag = False
+        elif part in ("str", "list[...]", "function-after[_stop_list(), union[str,list[str]]]"):
             continue  # union branch names pydantic adds to the location
         elif "[" in str(part) or "(" in str(part):
-            continue
+            after_union = "tagged-union" in str(part)
         else:
             out += ("." if out else "") + str(part)
     return out

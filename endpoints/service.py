@@ -9,15 +9,17 @@ the joined stream.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from . import registry
+from . import images, registry
 from .errors import ServingError, invalid
-from .events import Embeddings, Event, Finish, TextDelta, Usage
+from .images import PreparedImage
+from .events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from .providers import get_provider
 from .providers.base import EntitySpec, Provider
 from .registry import Endpoint
@@ -29,10 +31,20 @@ _ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "emb-"}
 
 
 @dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass
 class Choice:
     index: int
     text: str = ""
     finish_reason: str | None = None
+    reasoning: str | None = None  # None: the model did not reason (or kept it hidden)
+    signature: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +62,8 @@ class Query:
     provider: Provider
     request: Request
     id: str
+    #: what the image pipeline sent for each image, in request order (see ``PreparedImage.report``)
+    images: list[PreparedImage] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.perf_counter)
 
@@ -99,6 +113,17 @@ class Query:
         self.log(prompt_tokens=out.prompt_tokens, completion_tokens=0)
         return out
 
+    @property
+    def image_tokens(self) -> int:
+        return sum(image.tokens for image in self.images)
+
+    def count_images(self, usage: Usage) -> Usage:
+        """``usage`` with the images' estimated tokens in ``prompt_tokens``, unless the provider's
+        own figure already counts them."""
+        if not self.images or self.provider.counts_image_tokens:
+            return usage
+        return dataclasses.replace(usage, prompt_tokens=usage.prompt_tokens + self.image_tokens)
+
     def log(self, prompt_tokens: int, completion_tokens: int, error: str = "") -> None:
         request = self.request
         log.info(
@@ -134,7 +159,8 @@ class EventStream:
             except StopAsyncIteration:
                 self._done = True
                 raise
-        if isinstance(event, Usage):
+        if type(event) is Usage:
+            event = self.query.count_images(event)
             self.usage = event
             self.query.log(event.prompt_tokens, event.completion_tokens)
         return event
@@ -155,17 +181,36 @@ async def collect(events: AsyncIterator[Event]) -> Result:
     """Join a stream of events into one answer."""
     choices: dict[int, Choice] = {}
     parts: dict[int, list[str]] = {}
+    thoughts: dict[int, list[str]] = {}
+    calls: dict[tuple[int, int], ToolCall] = {}
     usage = Usage(0, 0)
     async for event in events:
-        if isinstance(event, TextDelta):
+        kind = type(event)
+        if kind is TextDelta:
             parts.setdefault(event.index, []).append(event.text)
             choices.setdefault(event.index, Choice(event.index))
-        elif isinstance(event, Finish):
+        elif kind is ReasoningDelta:
+            thoughts.setdefault(event.index, []).append(event.text)
+            choice = choices.setdefault(event.index, Choice(event.index))
+            if event.signature is not None:
+                choice.signature = event.signature
+        elif kind is ToolCallDelta:
+            choice = choices.setdefault(event.index, Choice(event.index))
+            call = calls.get((event.index, event.call))
+            if call is None:
+                call = calls[(event.index, event.call)] = ToolCall(event.id or "", event.name or "", "")
+                choice.tool_calls.append(call)
+            call.id = event.id or call.id
+            call.name = event.name or call.name
+            call.arguments += event.arguments
+        elif kind is Finish:
             choices.setdefault(event.index, Choice(event.index)).finish_reason = event.reason
-        elif isinstance(event, Usage):
+        elif kind is Usage:
             usage = event
     for index, choice in choices.items():
         choice.text = "".join(parts.get(index, ()))
+        if index in thoughts:
+            choice.reasoning = "".join(thoughts[index])
     return Result([choices[i] for i in sorted(choices)], usage)
 
 
@@ -209,7 +254,20 @@ async def prepare(name: str, body: Any, *, expect_task: str | None = None, route
     entity = pick_entity(endpoint)
     provider = get_provider(entity)
     check_supported(endpoint, provider, request)
-    return Query(endpoint, entity, provider, request, id=_ID_PREFIX[endpoint.task] + uuid.uuid4().hex)
+    prepared = await prepare_images(request) if isinstance(request, ChatRequest) else []
+    return Query(endpoint, entity, provider, request, id=_ID_PREFIX[endpoint.task] + uuid.uuid4().hex, images=prepared)
+
+
+async def prepare_images(request: ChatRequest) -> list[PreparedImage]:
+    """Run every image of ``request`` through the pipeline (limits, orientation, resizing,
+    re-encoding) and point its parts at what is sent; 400 naming the first image that breaks a rule."""
+    parts = [part for message in request.messages for part in message.images()]
+    if not parts:
+        return []
+    prepared = await images.prepare_images([part.image_url.url for part in parts])
+    for part, image in zip(parts, prepared):
+        part.image_url.url = image.data_url
+    return prepared
 
 
 def route_for(task: str) -> str:

@@ -12,22 +12,60 @@ import numpy as np
 import orjson
 
 from .errors import ServingError
-from .events import Embeddings, Event, Finish, TextDelta, Usage
+from .events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from .schemas import CHAT
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b"\n"  # a blank line: the only keepalive every client tolerates
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
-    return {
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.reasoning_tokens:
+        # OpenAI's field: completion tokens that went to reasoning (counted in completion_tokens).
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
+
+
+def blocks_mode(query) -> bool:
+    """Whether answer text travels as content blocks: when the request asked the model to think
+    (PRODUCT.md §4). Otherwise ``content`` stays a plain string."""
+    return query.task == CHAT and query.request.thinking_budget is not None
+
+
+def reasoning_block(text: str, signature: str | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"type": "summary_text", "text": text}
+    if signature is not None:
+        summary["signature"] = signature
+    return {"type": "reasoning", "summary": [summary]}
+
+
+def tool_call_dict(call) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def chat_message(choice, blocks: bool) -> dict[str, Any]:
+    content: Any = choice.text
+    if blocks or choice.reasoning is not None:
+        content = []
+        if choice.reasoning is not None:
+            content.append(reasoning_block(choice.reasoning, choice.signature))
+        if choice.text or not choice.tool_calls:
+            content.append({"type": "text", "text": choice.text})
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if choice.tool_calls:
+        if content == "":
+            message["content"] = None  # what OpenAI and LangChain expect beside tool calls
+        message["tool_calls"] = [tool_call_dict(c) for c in choice.tool_calls]
+    return message
 
 
 def chat_response(query, result) -> dict[str, Any]:
+    blocks = blocks_mode(query)
     return {
         "id": query.id,
         "object": "chat.completion",
@@ -36,7 +74,7 @@ def chat_response(query, result) -> dict[str, Any]:
         "choices": [
             {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
+                "message": chat_message(c, blocks),
                 "finish_reason": c.finish_reason,
                 "finishReason": c.finish_reason,  # the Databricks SDK reads camelCase
                 "logprobs": None,
@@ -101,6 +139,7 @@ class ChunkWriter:
 
     def __init__(self, query) -> None:
         self.chat = query.task == CHAT
+        self.blocks = blocks_mode(query)
         self.include_usage = query.request.include_usage
         self.base = {
             "id": query.id,
@@ -109,56 +148,105 @@ class ChunkWriter:
             "model": query.model,
         }
         self._started: set[int] = set()
+        self._calls: set[tuple[int, int]] = set()
 
     def _chunk(self, choice: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps({**self.base, "choices": [choice]}) + b"\n\n"
 
-    def _delta(self, index: int, text: str | None) -> dict[str, Any]:
-        delta: dict[str, Any] = {}
-        if index not in self._started:
-            self._started.add(index)
-            delta["role"] = "assistant"
-            if text is None:
-                text = ""
-        if text is not None:
-            delta["content"] = text
-        return delta
+    def _delta(self, index: int, **fields: Any) -> dict[str, Any]:
+        if index in self._started:
+            return fields
+        self._started.add(index)
+        return {"role": "assistant", **fields}
 
     def encode(self, event: Event) -> bytes | None:
-        if isinstance(event, TextDelta):
+        kind = type(event)
+        if kind is TextDelta:
+            if not self.chat:
+                return self._chunk({"text": event.text, "index": event.index, "logprobs": None, "finish_reason": None})
+            content: Any = [{"type": "text", "text": event.text}] if self.blocks else event.text
+            return self._chunk({"index": event.index, "delta": self._delta(event.index, content=content), "finish_reason": None})
+        if kind is ReasoningDelta:
+            block = reasoning_block(event.text, event.signature)
+            return self._chunk({"index": event.index, "delta": self._delta(event.index, content=[block]), "finish_reason": None})
+        if kind is ToolCallDelta:
+            call: dict[str, Any] = {"index": event.call}
+            if (event.index, event.call) not in self._calls:
+                # The first piece of a call: id, type and name, with the arguments so far.
+                self._calls.add((event.index, event.call))
+                call.update(id=event.id, type="function", function={"name": event.name, "arguments": event.arguments})
+            else:
+                call["function"] = {"arguments": event.arguments}
+            delta = self._delta(event.index, tool_calls=[call])
+            if len(delta) > 1:  # the opening delta of a choice that starts with a call
+                delta["content"] = None
+            return self._chunk({"index": event.index, "delta": delta, "finish_reason": None})
+        if kind is Finish:
             if self.chat:
-                return self._chunk({"index": event.index, "delta": self._delta(event.index, event.text), "finish_reason": None})
-            return self._chunk({"text": event.text, "index": event.index, "logprobs": None, "finish_reason": None})
-        if isinstance(event, Finish):
-            if self.chat:
-                return self._chunk({"index": event.index, "delta": self._delta(event.index, None), "finish_reason": event.reason})
+                delta = self._delta(event.index)
+                if delta:  # a choice that ends before saying anything still opens with its role
+                    delta["content"] = [] if self.blocks else ""
+                return self._chunk({"index": event.index, "delta": delta, "finish_reason": event.reason})
             return self._chunk({"text": "", "index": event.index, "logprobs": None, "finish_reason": event.reason})
-        if isinstance(event, Usage) and self.include_usage:
+        if kind is Usage and self.include_usage:
             # Usage travels alone, after the choices (ChatDatabricks counts it twice otherwise).
             return b"data: " + orjson.dumps({**self.base, "choices": [], "usage": usage_dict(event)}) + b"\n\n"
         return None
 
 
-async def with_keepalive(events: AsyncIterator[Event], seconds: float) -> AsyncIterator[Event | None]:
-    """Yield ``events``, and ``None`` whenever ``seconds`` pass without one."""
-    pending: asyncio.Future | None = None
+_END = object()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def with_keepalive(events: AsyncIterator[Event], seconds: float, buffer: int = 16) -> AsyncIterator[Event | None]:
+    """Yield ``events``, and ``None`` whenever ``seconds`` pass without one.
+
+    One task pumps ``events`` into a small queue (``buffer`` events ahead at most, so a slow
+    client still slows the producer); waiting on the queue with a timeout is safe because
+    ``Queue.get()`` loses nothing when cancelled. This costs one task per stream rather than one
+    per event. Errors raised by ``events`` are raised here; closing this generator (or
+    cancelling its consumer) cancels the pump, and so the iteration of ``events``.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=buffer)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            await queue.put(_Raised(exc))
+            return
+        await queue.put(_END)
+
+    task = asyncio.get_running_loop().create_task(pump())
     try:
         while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait((pending,), timeout=seconds)
-            if not done:
-                yield None
-                continue
-            task, pending = pending, None
             try:
-                yield task.result()
-            except StopAsyncIteration:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    async with asyncio.timeout(seconds):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield None
+                    continue
+            if item is _END:
                 return
+            if type(item) is _Raised:
+                raise item.exc
+            yield item
     finally:
-        if pending is not None:
-            pending.cancel()
+        if not task.done():
+            task.cancel()
             try:
-                await pending
+                await task
             except BaseException:  # noqa: BLE001 - the stream is being torn down
                 pass

@@ -50,6 +50,8 @@ class Provider:
     supported_extra_params: ClassVar[frozenset[str] | None] = frozenset()
     #: whether the model can see images
     vision: ClassVar[bool] = False
+    #: whether the provider's own prompt_tokens already count images (else the pipeline's estimate is added)
+    counts_image_tokens: ClassVar[bool] = False
     #: whether returned vectors are L2-normalised (embeddings metadata)
     normalized_embeddings: ClassVar[bool | None] = None
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..errors import ServingError, invalid, rate_limited, unavailable
-from ..events import Embeddings, Event, Finish, TextDelta, Usage
-from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatRequest, CompletionRequest, EmbeddingsRequest
+from ..events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, Usage
+from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest
 from .base import EntitySpec, Provider
 
 
@@ -97,7 +97,13 @@ DEFAULT_SAMPLING: dict[str, float] = {
     "temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
     "presence_penalty": 0.0, "frequency_penalty": 0.0,
 }
-LLM_PARAMS = frozenset({"max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty"})
+LLM_PARAMS = frozenset({
+    "max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+    "thinking", "reasoning_effort",
+})
+# How the local model's reasoning is delimited in its own text: it thinks inside these tags, as
+# hybrid reasoning models of its size do (SmolLM2's template has no notion of reasoning).
+THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 # extra_params key -> (accepted types, check, what the check requires)
 LLM_EXTRA_PARAMS: dict[str, tuple[tuple[type, ...], Callable[[Any], bool], str]] = {
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
@@ -312,6 +318,7 @@ class Sampling:
     frequency_penalty: float
     seed: int | None
     stop: tuple[str, ...]
+    think_budget: int | None = None  # reasoning tokens at most, before the answer; None: no reasoning
 
 
 class _LlamaModel:
@@ -365,15 +372,19 @@ class _LlamaModel:
                     f"{which} is {len(tokens)} tokens long; model '{self.name}' reads at most "
                     f"{self.n_ctx} tokens, prompt and answer together."
                 )
-        completion_tokens = 0
+        completion_tokens = reasoning_tokens = 0
         for i, tokens in enumerate(prompts):
             for j in range(n):
                 if job.cancelled:
                     return
                 seed = sampling.seed + j if sampling.seed is not None else None
-                completion_tokens += self._choice(job, tokens, sampling, seed, i * n + j)
+                answer, reasoning = self._choice(job, tokens, sampling, seed, i * n + j)
+                completion_tokens += answer + reasoning
+                reasoning_tokens += reasoning
         # OpenAI counts each prompt once, whatever n is.
-        job.emit(Usage(prompt_tokens=sum(map(len, prompts)), completion_tokens=completion_tokens))
+        job.emit(Usage(
+            prompt_tokens=sum(map(len, prompts)), completion_tokens=completion_tokens, reasoning_tokens=reasoning_tokens,
+        ))
 
     def _prefill(self, prompt: list[int]) -> None:
         """Evaluate ``prompt`` into the KV cache, reusing whole batches of the previous prompt.
@@ -402,16 +413,56 @@ class _LlamaModel:
             self.llm.eval(prompt[start : start + PREFILL_BATCH])
         self._prefilled = list(prompt)
 
-    def _choice(self, job: Job, prompt: list[int], s: Sampling, seed: int | None, index: int) -> int:
-        """Emit one choice's deltas and ``Finish``; return its completion tokens (end token excluded)."""
-        llm = self.llm
+    def _choice(self, job: Job, prompt: list[int], s: Sampling, seed: int | None, index: int) -> tuple[int, int]:
+        """Emit one choice's deltas and ``Finish``; return its (answer, reasoning) token counts.
+
+        With a thinking budget the model first reasons inside ``<think>`` (cut off and closed
+        when the budget runs out, or at end of generation), the reasoning is signed, and the
+        answer is generated conditioned on it, from what is left of ``max_tokens``.
+        """
+        from ..signing import sign_reasoning
+
         limit = min(s.max_tokens, self.n_ctx - len(prompt))
-        self._prefill(prompt)
         # 0xFFFFFFFF means "pick a random seed" to llama.cpp, so seeds stay below it.
-        llm.set_seed((seed if seed is not None else random.randrange(2**32)) % 0xFFFFFFFF)
+        self.llm.set_seed((seed if seed is not None else random.randrange(2**32)) % 0xFFFFFFFF)
+        reasoning_count = 0
+        if s.think_budget is not None:
+            head = prompt + self._tokens(THINK_OPEN)
+            budget = min(s.think_budget, limit, self.n_ctx - len(head) - 1)
+            reasoning_count, _, reasoning = self._sample(
+                job, head, s, budget, _StopScanner(("</think>",)),
+                lambda text: job.emit(ReasoningDelta(text, index)),
+            )
+            if job.cancelled:
+                return 0, reasoning_count
+            job.emit(ReasoningDelta("", index, signature=sign_reasoning(reasoning)))
+            prompt = head + self._tokens(reasoning.rstrip("\n") + THINK_CLOSE)
+            limit = min(limit - reasoning_count, self.n_ctx - len(prompt))
+        if limit <= 0:  # the reasoning took all of max_tokens (or of the context)
+            job.emit(Finish("length", index))
+            return 0, reasoning_count
+        count, reason, _ = self._sample(
+            job, prompt, s, limit, _StopScanner(s.stop), lambda text: job.emit(TextDelta(text, index))
+        )
+        if not job.cancelled:
+            job.emit(Finish(reason, index))
+        return count, reasoning_count
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _sample(
+        self, job: Job, prompt: list[int], s: Sampling, limit: int, stops: "_StopScanner", emit: Callable[[str], None]
+    ) -> tuple[int, str, str]:
+        """Sample up to ``limit`` tokens after ``prompt``, emitting text as it becomes safe to show.
+
+        Returns (tokens sampled, the end-of-generation token excluded; finish reason ``stop`` or
+        ``length``; the text emitted). Stops within one token of ``job`` being cancelled.
+        """
+        llm = self.llm
+        self._prefill(prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = _StopScanner(s.stop)
-        count, reason = 0, "length"
+        count, reason, emitted = 0, "length", []
         # The whole prompt is in the KV cache now, so generate() samples at once (its exact-cache path).
         tokens = llm.generate(
             prompt, temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
@@ -421,7 +472,7 @@ class _LlamaModel:
         try:
             # Each next() evaluates the previous token and samples one more, so checking the
             # cancel flag between tokens stops the work within one token.
-            while limit > 0 and not job.cancelled:
+            while count < limit and not job.cancelled:
                 token = next(tokens)
                 self.tokens_sampled += 1
                 if self._is_eog(token):
@@ -430,22 +481,19 @@ class _LlamaModel:
                 count += 1
                 text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
                 if text:
-                    job.emit(TextDelta(text, index))
+                    emitted.append(text)
+                    emit(text)
                 if stopped:
                     reason = "stop"
                     break
-                if count >= limit:
-                    break
         finally:
             tokens.close()
-        if job.cancelled:
-            return count
-        if not stops.hit:  # text held back as a possible stop sequence start is answer after all
+        if not job.cancelled and not stops.hit:  # text held back as a possible stop sequence is text after all
             tail = stops.flush() + decoder.decode(b"", final=True)
             if tail:
-                job.emit(TextDelta(tail, index))
-        job.emit(Finish(reason, index))
-        return count
+                emitted.append(tail)
+                emit(tail)
+        return count, reason, "".join(emitted)
 
 
 class _StopScanner:
@@ -553,13 +601,36 @@ class LocalProvider(Provider):
         return info
 
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
-        # developer is the newer name of the system role; chat templates know only system.
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
-        ]
         if any(m.has_images() for m in request.messages):
             return self._fail(invalid(f"Local model '{self.model.name}' cannot see images; send text only."))
+        try:
+            messages = [self._message(i, m) for i, m in enumerate(request.messages)]
+        except ServingError as exc:
+            return self._fail(exc)
         return self._generate(request, lambda llm: [llm.chat_prompt(messages)])
+
+    def _message(self, i: int, message: ChatMessage) -> dict[str, str]:
+        """A message as the chat template takes it. Reasoning sent back (only the latest
+        assistant turn's reaches here) must carry this server's signature of its exact text,
+        and is shown to the model as it wrote it, inside ``<think>``."""
+        from ..signing import verify_reasoning
+
+        # developer is the newer name of the system role; chat templates know only system.
+        role = "system" if message.role == "developer" else message.role
+        reasoning = []
+        for j, part in message.reasoning_parts():
+            for k, summary in enumerate(part.summary):
+                if not verify_reasoning(summary.text, summary.signature):
+                    why = "has no signature" if not summary.signature else "has a signature that does not match its text"
+                    raise invalid(
+                        f"messages[{i}].content[{j}].summary[{k}] {why}: reasoning sent back to '{self.model.name}' "
+                        "must be exactly as Fondasi returned it, signature included (or leave the block out)."
+                    )
+                reasoning.append(summary.text)
+        text = message.text()
+        if reasoning:
+            text = THINK_OPEN + "".join(reasoning).rstrip("\n") + THINK_CLOSE + text
+        return {"role": role, "content": text}
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[Event]:
         prompts = request.prompts
@@ -625,8 +696,11 @@ class LocalProvider(Provider):
             value = getattr(request, name, None)
             return value if value is not None else extra.get(name, DEFAULT_SAMPLING.get(name))
 
+        budget = request.thinking_budget if isinstance(request, ChatRequest) else None
+        # Thinking without max_tokens: the budget, then the usual room for the answer.
+        default_max = DEFAULT_MAX_TOKENS + (budget or 0)
         return Sampling(
-            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+            max_tokens=request.max_tokens or default_max,
             temperature=float(pick("temperature")),
             top_p=float(pick("top_p")),
             top_k=int(pick("top_k")),
@@ -636,4 +710,5 @@ class LocalProvider(Provider):
             frequency_penalty=float(pick("frequency_penalty")),
             seed=pick("seed"),
             stop=tuple(request.stop_list),
+            think_budget=budget,
         )

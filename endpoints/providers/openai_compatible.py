@@ -8,8 +8,9 @@ Served entity config (``EntitySpec.config``):
 - ``openai_organization``: sent as ``OpenAI-Organization``.
 - ``timeout``: seconds the upstream may stay silent (the read timeout; default 300).
 
-``spec.model`` is sent as ``model``. Chat and completions always stream from the upstream (with
-``stream_options.include_usage``); the service joins the stream for non-streaming answers.
+``spec.model`` is sent as ``model``. A streaming request streams from the upstream (always with
+``stream_options.include_usage``); a non-streaming one asks for the JSON answer, which is read
+into the same events (the service joins them, as for every provider).
 
 The module is pure translators (ours → vendor, vendor chunk → our events) plus a thin class
 that does the auth headers, the URLs and the call; the HTTP plumbing lives in :mod:`.http`.
@@ -25,16 +26,19 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from ..errors import ServingError, invalid
-from ..events import Embeddings, Event, Finish, TextDelta, Usage
+from ..events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest
 from . import http
 from .base import EntitySpec, Provider
 
 LABEL = "OpenAI-compatible upstream"  # how errors name the vendor
 
-PARAMS = frozenset(
-    {"max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty"}
-)
+PARAMS = frozenset({
+    "max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+    # Rich requests in OpenAI's own shape, passed through. ``thinking`` has no OpenAI-API
+    # equivalent (servers differ: vLLM wants chat_template_kwargs), so it is a 400 naming it.
+    "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
+})
 # Keys of the vendor body that extra_params may not replace: they decide what we parse back.
 _RESERVED = frozenset({"model", "messages", "prompt", "input", "stream"})
 _FINISH_REASONS = {
@@ -59,7 +63,7 @@ def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
          "stream": true, "stream_options": {"include_usage": true}}
     """
     body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
-    return _finish_body(body, request.generation_params(), request.extra_params)
+    return _finish_body(body, request.generation_params(), request.extra_params, request.stream)
 
 
 def completion_body(request: CompletionRequest, model: str) -> dict[str, Any]:
@@ -71,7 +75,7 @@ def completion_body(request: CompletionRequest, model: str) -> dict[str, Any]:
          "stream": true, "stream_options": {"include_usage": true}}
     """
     body: dict[str, Any] = {"model": model, "prompt": request.prompt}
-    return _finish_body(body, request.generation_params(), request.extra_params)
+    return _finish_body(body, request.generation_params(), request.extra_params, request.stream)
 
 
 def embeddings_body(request: EmbeddingsRequest, model: str) -> dict[str, Any]:
@@ -100,12 +104,18 @@ def _message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def _finish_body(body: dict[str, Any], params: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _finish_body(body: dict[str, Any], params: dict[str, Any], extra: dict[str, Any], stream: bool) -> dict[str, Any]:
     for name, value in params.items():
         if name in PARAMS:
             body[name] = value
     _merge_extra(body, extra)
-    # We always stream and always ask for usage: it arrives in a last chunk with "choices": [].
+    if not stream:
+        # The client wants one answer: so do we. Parsing ten SSE events to join them again costs
+        # more than the JSON answer, which the same translators read (its choices have "message").
+        body["stream"] = False
+        body.pop("stream_options", None)
+        return body
+    # Streaming, we always ask for usage: it arrives in a last chunk with "choices": [].
     options = body.get("stream_options")
     body["stream"] = True
     body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
@@ -129,21 +139,37 @@ def chat_events(chunk: dict[str, Any]) -> list[Event]:
         {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b",
          "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]}
         {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b",
+         "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                      "function": {"name": "get_weather", "arguments": ""}}]}, "finish_reason": null}]}
+        {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b",
          "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "llama3.1:8b", "choices": [],
-         "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}}
+         "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
+                   "completion_tokens_details": {"reasoning_tokens": 4}}}
 
-    A non-streamed completion has ``message`` where a chunk has ``delta``. Tool-call and
-    reasoning deltas have no event type yet and are skipped.
+    A non-streamed completion has ``message`` where a chunk has ``delta`` (its tool calls carry
+    no ``index``: their position is the index). Reasoning arrives as ``reasoning_content``
+    (vLLM, DeepSeek, llama.cpp server) or ``reasoning`` (Ollama, OpenRouter).
     """
     events: list[Event] = []
     for choice in chunk.get("choices") or ():
         index = choice.get("index") or 0
         delta = choice.get("delta") or choice.get("message")
         if delta:
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if thought and isinstance(thought, str):
+                events.append(ReasoningDelta(thought, index))
             text = delta.get("content")
             if text and isinstance(text, str):
                 events.append(TextDelta(text, index))
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                function = call.get("function") or {}
+                arguments = function.get("arguments")
+                events.append(ToolCallDelta(
+                    call=call.get("index", position), index=index, id=call.get("id"), name=function.get("name"),
+                    arguments=arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
+                    if arguments is not None else "",
+                ))
         reason = choice.get("finish_reason")
         if reason:
             events.append(Finish(_FINISH_REASONS.get(reason, "stop"), index))
@@ -203,9 +229,11 @@ def embeddings_result(payload: dict[str, Any], count: int) -> Embeddings:
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
+    details = usage.get("completion_tokens_details") or {}
     return Usage(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=int(details.get("reasoning_tokens") or 0) if isinstance(details, dict) else 0,
     )
 
 
@@ -227,6 +255,7 @@ class OpenAICompatibleProvider(Provider):
     supported_params = PARAMS
     supported_extra_params = None
     vision = True
+    counts_image_tokens = True  # vLLM, llama.cpp server and the like count image tokens in prompt_tokens
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)

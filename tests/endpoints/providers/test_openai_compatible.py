@@ -35,7 +35,8 @@ def make_provider(base_url: str, **config: Any) -> OpenAICompatibleProvider:
 
 
 def chat(**body: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], **body})
+    """A streaming chat request (what most tests here relay); pass stream=False for one answer."""
+    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
 
 
 async def drain(stream) -> list:
@@ -140,7 +141,7 @@ def test_it_translates_completion_chunks():
 
 
 def test_it_translates_a_completion_request():
-    request = CompletionRequest.model_validate({"prompt": ["a", "b"], "max_tokens": 5, "extra_params": {"top_k": 3}})
+    request = CompletionRequest.model_validate({"prompt": ["a", "b"], "max_tokens": 5, "extra_params": {"top_k": 3}, "stream": True})
     assert completion_body(request, "m") == {
         "model": "m", "prompt": ["a", "b"], "max_tokens": 5, "top_k": 3,
         "stream": True, "stream_options": {"include_usage": True},
@@ -232,6 +233,14 @@ async def test_it_sends_the_exact_chat_body_and_headers(provider, openai_upstrea
 
 
 @pytest.mark.asyncio
+async def test_it_asks_for_one_json_answer_when_the_client_does_not_stream(provider, openai_upstream):
+    events = await drain(provider.chat(chat(stream=False, max_tokens=8)))
+    sent = openai_upstream.last_request.json
+    assert sent == {"model": "llama-test", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": False}
+    assert events == [TextDelta("Hello, world!", 0), Finish("stop", 0), Usage(7, 4)]
+
+
+@pytest.mark.asyncio
 async def test_it_streams_chat_events_in_order_with_usage_last(provider, openai_upstream):
     events = await drain(provider.chat(chat()))
     assert events == [
@@ -270,7 +279,7 @@ async def test_it_finishes_every_choice_when_the_stream_ends_without_finish_or_d
 @pytest.mark.asyncio
 async def test_it_streams_completions_for_each_prompt(provider, openai_upstream):
     openai_upstream.pieces = ["x"]
-    request = CompletionRequest.model_validate({"prompt": ["one", "two"], "max_tokens": 3, "seed": 1})
+    request = CompletionRequest.model_validate({"prompt": ["one", "two"], "max_tokens": 3, "seed": 1, "stream": True})
     events = await drain(provider.complete(request))
     sent = openai_upstream.last_request
     assert sent.path == "/v1/completions"
