@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ServingError, invalid
 
@@ -195,6 +195,28 @@ class ChatRequest(_Generation):
     response_format: dict[str, Any] | None = None
     thinking: Thinking | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    # Tools and response_format, checked and parsed once for every provider (endpoints.structured).
+    _tool_plan: Any = PrivateAttr(default=None)
+    _output_format: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _structured(self) -> "ChatRequest":
+        from .structured import parse_response_format, parse_tools
+
+        # These raise ServingError (400) naming the field, which pydantic lets through as is.
+        self._tool_plan = parse_tools(self.tools, self.tool_choice, self.parallel_tool_calls)
+        self._output_format = parse_response_format(self.response_format)
+        return self
+
+    @property
+    def tool_plan(self):
+        """The parsed ``tools``/``tool_choice``/``parallel_tool_calls`` (a ``structured.ToolPlan``), or None."""
+        return self._tool_plan
+
+    @property
+    def output_format(self):
+        """The parsed ``response_format`` (a ``structured.OutputFormat``), or None."""
+        return self._output_format
 
     @model_validator(mode="after")
     def _reasoning(self) -> "ChatRequest":

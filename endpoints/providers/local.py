@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..errors import ServingError, invalid, rate_limited, unavailable
-from ..events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, Usage
+from ..events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest
 from .base import EntitySpec, Provider
 
@@ -99,7 +99,7 @@ DEFAULT_SAMPLING: dict[str, float] = {
 }
 LLM_PARAMS = frozenset({
     "max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
-    "thinking", "reasoning_effort",
+    "thinking", "reasoning_effort", "tools", "tool_choice", "parallel_tool_calls", "response_format",
 })
 # How the local model's reasoning is delimited in its own text: it thinks inside these tags, as
 # hybrid reasoning models of its size do (SmolLM2's template has no notion of reasoning).
@@ -319,6 +319,9 @@ class Sampling:
     seed: int | None
     stop: tuple[str, ...]
     think_budget: int | None = None  # reasoning tokens at most, before the answer; None: no reasoning
+    grammar: str | None = None  # GBNF the answer must follow (tools, response_format)
+    tool_plan: Any = None  # a structured.ToolPlan whose calls the answer may hold
+    output_format: Any = None  # a structured.OutputFormat the answer is checked against
 
 
 class _LlamaModel:
@@ -441,25 +444,38 @@ class _LlamaModel:
         if limit <= 0:  # the reasoning took all of max_tokens (or of the context)
             job.emit(Finish("length", index))
             return 0, reasoning_count
-        count, reason, _ = self._sample(
-            job, prompt, s, limit, _StopScanner(s.stop), lambda text: job.emit(TextDelta(text, index))
-        )
-        if not job.cancelled:
-            job.emit(Finish(reason, index))
+        calls = _CallCollector(job, index, s.tool_plan) if s.tool_plan is not None and s.tool_plan.callable_tools else None
+        emit = calls.feed if calls is not None else (lambda text: job.emit(TextDelta(text, index)))
+        count, reason, text = self._sample(job, prompt, s, limit, _StopScanner(s.stop), emit, s.grammar)
+        if job.cancelled:
+            return count, reasoning_count
+        if calls is not None:
+            reason = calls.finish(reason, repeated=self.ended_by_receiver)
+        elif s.output_format is not None and reason == "stop" and not s.stop:
+            # Ended by the model itself, so the grammar's root is complete: it must validate.
+            from ..structured import validate_output
+
+            validate_output(text, s.output_format)
+        job.emit(Finish(reason, index))
         return count, reasoning_count
 
     def _tokens(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def _sample(
-        self, job: Job, prompt: list[int], s: Sampling, limit: int, stops: "_StopScanner", emit: Callable[[str], None]
+        self, job: Job, prompt: list[int], s: Sampling, limit: int, stops: "_StopScanner",
+        emit: Callable[[str], bool | None], grammar: str | None = None,
     ) -> tuple[int, str, str]:
         """Sample up to ``limit`` tokens after ``prompt``, emitting text as it becomes safe to show.
 
         Returns (tokens sampled, the end-of-generation token excluded; finish reason ``stop`` or
-        ``length``; the text emitted). Stops within one token of ``job`` being cancelled.
+        ``length``; the text emitted). Stops within one token of ``job`` being cancelled. With a
+        ``grammar`` (GBNF) every token follows it, and the model can end only where it is complete.
         """
+        import llama_cpp
+
         llm = self.llm
+        self.ended_by_receiver = False
         self._prefill(prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         count, reason, emitted = 0, "length", []
@@ -468,6 +484,7 @@ class _LlamaModel:
             prompt, temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
             repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
+            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
         )
         try:
             # Each next() evaluates the previous token and samples one more, so checking the
@@ -482,7 +499,10 @@ class _LlamaModel:
                 text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
                 if text:
                     emitted.append(text)
-                    emit(text)
+                    if emit(text):  # the receiver has all it wants
+                        self.ended_by_receiver = True
+                        reason = "stop"
+                        break
                 if stopped:
                     reason = "stop"
                     break
@@ -494,6 +514,75 @@ class _LlamaModel:
                 emitted.append(tail)
                 emit(tail)
         return count, reason, "".join(emitted)
+
+
+class _CallCollector:
+    """The answer text of a request with tools: streamed as text when it is plain text, turned
+    into tool calls when it is a block of ``<tool_call>`` lines (endpoints.structured's format).
+
+    Under ``tool_choice: auto`` the text is held only until it cannot be the start of a call
+    (the grammar keeps plain answers from starting with one); otherwise it is always calls.
+    :meth:`feed` returns True when generation should end: a small model allowed parallel calls
+    tends to repeat its last call until ``max_tokens``, and an identical call is never useful.
+    """
+
+    def __init__(self, job: Job, index: int, plan: Any) -> None:
+        from ..structured import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+        self.job, self.index, self.plan = job, index, plan
+        self.opener, self.closer = TOOL_CALL_OPEN, TOOL_CALL_CLOSE
+        self.held: list[str] = []
+        self.mode = None if plan.choice == "auto" else "calls"  # None: not known yet
+        self.closed = 0  # calls complete so far
+
+    def feed(self, text: str) -> bool:
+        if self.mode == "text":
+            self.job.emit(TextDelta(text, self.index))
+            return False
+        self.held.append(text)
+        held = "".join(self.held)
+        if self.mode is None:
+            start = held.lstrip()
+            if start.startswith(self.opener):
+                self.mode = "calls"
+            elif not self.opener.startswith(start):
+                self.mode = "text"
+                self.job.emit(TextDelta(held, self.index))
+                self.held = []
+                return False
+        if self.mode == "calls" and held.count(self.closer) > self.closed:
+            self.closed = held.count(self.closer)
+            calls = [c.strip() for c in held.split(self.closer)[: self.closed]]
+            if calls[-1] in calls[:-1]:  # the same call again: keep the block without it, and end
+                self.held = [self.closer.join(held.split(self.closer)[: self.closed - 1]) + self.closer]
+                self.closed -= 1
+                return True
+        return False
+
+    def finish(self, reason: str, repeated: bool) -> str:
+        """Emit the calls (or the held text); return the choice's finish reason."""
+        from ..structured import parse_tool_output
+
+        if self.mode == "text" or not self.held:
+            return reason
+        complete = reason == "stop" or repeated
+        held = "".join(self.held)
+        if not complete and self.closed:
+            # Cut off while repeating an earlier call word for word: the block was complete.
+            done = [c.strip() for c in held.split(self.closer)[: self.closed]]
+            tail = held.split(self.closer)[self.closed].strip()
+            if tail and any(call.startswith(tail) for call in done):
+                held, complete = self.closer.join(held.split(self.closer)[: self.closed]) + self.closer, True
+        text, calls = parse_tool_output(held, self.plan, truncated=not complete)
+        if not complete and text.lstrip().startswith(self.opener):
+            text = ""  # a call cut off by max_tokens: markup, not an answer
+        if text:
+            self.job.emit(TextDelta(text, self.index))
+        for position, call in enumerate(calls):
+            # As OpenAI streams them: id and name with empty arguments, then the arguments.
+            self.job.emit(ToolCallDelta(call=position, index=self.index, id=call.id, name=call.name))
+            self.job.emit(ToolCallDelta(call=position, index=self.index, arguments=call.arguments))
+        return "tool_calls" if calls and complete else reason
 
 
 class _StopScanner:
@@ -604,19 +693,43 @@ class LocalProvider(Provider):
         if any(m.has_images() for m in request.messages):
             return self._fail(invalid(f"Local model '{self.model.name}' cannot see images; send text only."))
         try:
-            messages = [self._message(i, m) for i, m in enumerate(request.messages)]
+            messages = self._messages(request)
         except ServingError as exc:
             return self._fail(exc)
         return self._generate(request, lambda llm: [llm.chat_prompt(messages)])
 
-    def _message(self, i: int, message: ChatMessage) -> dict[str, str]:
-        """A message as the chat template takes it. Reasoning sent back (only the latest
-        assistant turn's reaches here) must carry this server's signature of its exact text,
-        and is shown to the model as it wrote it, inside ``<think>``."""
+    def _messages(self, request: ChatRequest) -> list[dict[str, str]]:
+        """The conversation as the chat template takes it: reasoning checked and shown in
+        ``<think>``, earlier tool calls and results as text, the tools and the wanted output
+        format described in the system message."""
+        from ..structured import render_tool_turns, response_prompt, tool_prompt
+
+        shaped = []
+        for i, message in enumerate(request.messages):
+            out: dict[str, Any] = {"role": message.role, "content": self._content(i, message)}
+            if message.tool_calls:
+                out["tool_calls"] = message.tool_calls
+            if message.tool_call_id:
+                out["tool_call_id"] = message.tool_call_id
+            if message.name:
+                out["name"] = message.name
+            shaped.append(out)
+        messages = render_tool_turns(shaped)
+        plan, fmt = request.tool_plan, request.output_format
+        notes = [note for note in (tool_prompt(plan) if plan else "", response_prompt(fmt) if fmt else None) if note]
+        if notes:
+            if messages and messages[0]["role"] == "system":
+                messages[0] = {"role": "system", "content": "\n\n".join([messages[0]["content"], *notes])}
+            else:
+                messages.insert(0, {"role": "system", "content": "\n\n".join(notes)})
+        return messages
+
+    def _content(self, i: int, message: ChatMessage) -> str:
+        """A message's text. Reasoning sent back (only the latest assistant turn's reaches here)
+        must carry this server's signature of its exact text, and is shown to the model as it
+        wrote it, inside ``<think>``."""
         from ..signing import verify_reasoning
 
-        # developer is the newer name of the system role; chat templates know only system.
-        role = "system" if message.role == "developer" else message.role
         reasoning = []
         for j, part in message.reasoning_parts():
             for k, summary in enumerate(part.summary):
@@ -630,7 +743,7 @@ class LocalProvider(Provider):
         text = message.text()
         if reasoning:
             text = THINK_OPEN + "".join(reasoning).rstrip("\n") + THINK_CLOSE + text
-        return {"role": role, "content": text}
+        return text
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[Event]:
         prompts = request.prompts
@@ -697,6 +810,7 @@ class LocalProvider(Provider):
             return value if value is not None else extra.get(name, DEFAULT_SAMPLING.get(name))
 
         budget = request.thinking_budget if isinstance(request, ChatRequest) else None
+        grammar, plan, fmt = self._constraints(request)
         # Thinking without max_tokens: the budget, then the usual room for the answer.
         default_max = DEFAULT_MAX_TOKENS + (budget or 0)
         return Sampling(
@@ -711,4 +825,26 @@ class LocalProvider(Provider):
             seed=pick("seed"),
             stop=tuple(request.stop_list),
             think_budget=budget,
+            grammar=grammar,
+            tool_plan=plan,
+            output_format=fmt,
         )
+
+    def _constraints(self, request: ChatRequest | CompletionRequest) -> tuple[str | None, Any, Any]:
+        """The grammar that makes the answer a valid tool-call block or valid JSON, if any."""
+        if not isinstance(request, ChatRequest):
+            return None, None, None
+        from ..structured import response_grammar, tool_grammar
+
+        plan, fmt = request.tool_plan, request.output_format
+        if fmt is not None and fmt.kind == "text":
+            fmt = None
+        calling = plan is not None and bool(plan.callable_tools)
+        if calling and fmt is not None and plan.choice == "auto":
+            raise invalid(
+                f"Local model '{self.model.name}' cannot combine tool_choice 'auto' with response_format "
+                f"'{fmt.kind}': set tool_choice to 'required', 'none' or a function, or leave response_format out."
+            )
+        if calling:
+            return tool_grammar(plan), plan, None
+        return (response_grammar(fmt) if fmt is not None else None), plan, fmt

@@ -213,8 +213,22 @@ async def test_a_chat_body_to_an_embeddings_endpoint_is_400(client):
 
 
 async def test_a_parameter_the_endpoint_cannot_honour_is_400_naming_it(client):
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert_error(await post(client, CHAT_URL, {**HELLO, "tools": tools}), 400, "INVALID_PARAMETER_VALUE", "'tools'", "local-smollm2-chat")
+    from asgiref.sync import sync_to_async
+
+    from endpoints.config import apply, parse_text
+
+    # An OpenAI-compatible server has no `thinking` parameter; the check comes before any call
+    # (nothing listens on port 9).
+    await sync_to_async(apply)(parse_text("""
+endpoints:
+  - name: vllm-chat
+    task: llm/v1/chat
+    served_entities:
+      - external_model: {name: m, provider: openai-compatible, openai_config: {openai_api_base: "http://127.0.0.1:9/v1"}}
+"""), source="api")
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 4}}
+    assert_error(await post(client, "/serving-endpoints/vllm-chat/invocations", {**HELLO, **thinking}), 400,
+                 "INVALID_PARAMETER_VALUE", "'thinking'", "vllm-chat")
     assert_error(await post(client, CHAT_URL, {**HELLO, "extra_params": {"mirostat": 2}}), 400,
                  "INVALID_PARAMETER_VALUE", "'mirostat'")
 

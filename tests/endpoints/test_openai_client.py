@@ -1,4 +1,5 @@
 """The real `openai` client against a live Fondasi (daphne), as the README shows it."""
+import json
 import math
 
 import openai
@@ -64,3 +65,69 @@ def test_errors_reach_the_client_as_its_own_exceptions(client, fondasi_server):
     stranger = openai.OpenAI(api_key="dapi-wrong", base_url=fondasi_server.url + "/serving-endpoints", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         stranger.models.list()
+
+
+def test_the_product_pages_reasoning_example(client):
+    """The reasoning example of the product page, with only the endpoint name changed."""
+    response = client.chat.completions.create(
+        model="local-smollm2-chat",
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        max_tokens=48,
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 16}},
+    )
+    msg = response.choices[0].message
+    reasoning = msg.content[0]["summary"][0]["text"]
+    answer = msg.content[1]["text"]
+    assert reasoning.strip() and isinstance(answer, str)
+    assert msg.content[0]["summary"][0]["signature"]
+    # Continuing the thread with the whole, unmodified assistant message (the page's second example).
+    follow = client.chat.completions.create(
+        model="local-smollm2-chat",
+        messages=[{"role": "user", "content": "Why is the sky blue?"}, msg,
+                  {"role": "user", "content": "Can you simplify the previous answer?"}],
+        max_tokens=48,
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 16}},
+    )
+    assert follow.choices[0].message.content[1]["type"] == "text"
+
+
+def test_streamed_reasoning_arrives_before_the_answer(client):
+    kinds = []
+    for chunk in client.chat.completions.create(
+        model="local-smollm2-chat", messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        max_tokens=32, stream=True, extra_body={"thinking": {"type": "enabled", "budget_tokens": 8}},
+    ):
+        for block in (chunk.choices[0].delta.content or []) if chunk.choices else []:
+            kinds.append(block["type"])
+    assert kinds[0] == "reasoning" and "text" in kinds
+    assert "reasoning" not in kinds[kinds.index("text"):]
+
+
+def test_tools_with_the_openai_client(client):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}]
+    answer = client.chat.completions.create(
+        model="local-smollm2-chat", messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=tools, tool_choice="required", parallel_tool_calls=False, max_tokens=60, temperature=0,
+    )
+    call = answer.choices[0].message.tool_calls[0]
+    assert answer.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    streamed = list(client.chat.completions.create(
+        model="local-smollm2-chat", messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=tools, tool_choice="required", parallel_tool_calls=False, max_tokens=60, temperature=0, stream=True,
+    ))
+    parts = [c.choices[0].delta.tool_calls[0] for c in streamed if c.choices and c.choices[0].delta.tool_calls]
+    assert parts[0].function.name == "get_weather"
+    assert "".join(p.function.arguments or "" for p in parts) == call.function.arguments
+
+
+def test_structured_output_with_the_openai_client(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    answer = client.chat.completions.create(
+        model="local-smollm2-chat", messages=[{"role": "user", "content": "Name a big city."}], max_tokens=60, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    )
+    data = json.loads(answer.choices[0].message.content)
+    assert set(data) == {"city", "population"} and isinstance(data["population"], int)
