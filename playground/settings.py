@@ -172,3 +172,8 @@ WORKSPACE_ID = env("FONDASI_WORKSPACE_ID", "1000000000000001")
 # Timeouts for external providers.
 PROVIDER_CONNECT_TIMEOUT = float(env("FONDASI_PROVIDER_CONNECT_TIMEOUT", "5"))
 PROVIDER_READ_TIMEOUT = float(env("FONDASI_PROVIDER_READ_TIMEOUT", "300"))
+# Images given as http(s) URLs: refused (send a data: URL) unless fetching is on; fetching reaches
+# only public addresses, re-checks every redirect, and caps size and time (endpoints/images.py).
+IMAGE_FETCH_ENABLED = envbool("FONDASI_IMAGE_FETCH", False)
+IMAGE_FETCH_MAX_BYTES = envint("FONDASI_IMAGE_FETCH_MAX_BYTES", 20 * 1024 * 1024)
+IMAGE_FETCH_TIMEOUT = float(env("FONDASI_IMAGE_FETCH_TIMEOUT", "10"))
