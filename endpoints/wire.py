@@ -149,6 +149,7 @@ class ChunkWriter:
         }
         self._started: set[int] = set()
         self._calls: set[tuple[int, int]] = set()
+        self._reasoned: set[int] = set()  # choices that reasoned: their text travels as blocks too
 
     def _chunk(self, choice: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps({**self.base, "choices": [choice]}) + b"\n\n"
@@ -164,9 +165,11 @@ class ChunkWriter:
         if kind is TextDelta:
             if not self.chat:
                 return self._chunk({"text": event.text, "index": event.index, "logprobs": None, "finish_reason": None})
-            content: Any = [{"type": "text", "text": event.text}] if self.blocks else event.text
+            blocks = self.blocks or event.index in self._reasoned
+            content: Any = [{"type": "text", "text": event.text}] if blocks else event.text
             return self._chunk({"index": event.index, "delta": self._delta(event.index, content=content), "finish_reason": None})
         if kind is ReasoningDelta:
+            self._reasoned.add(event.index)
             block = reasoning_block(event.text, event.signature)
             return self._chunk({"index": event.index, "delta": self._delta(event.index, content=[block]), "finish_reason": None})
         if kind is ToolCallDelta:

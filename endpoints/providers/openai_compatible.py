@@ -27,7 +27,9 @@ import orjson
 
 from ..errors import ServingError, invalid
 from ..events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from ..schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest
+from ..schemas import (
+    CHAT, COMPLETIONS, EMBEDDINGS, ChatMessage, ChatRequest, CompletionRequest, EmbeddingsRequest, ReasoningPart, TextPart,
+)
 from . import http
 from .base import EntitySpec, Provider
 
@@ -92,8 +94,16 @@ def embeddings_body(request: EmbeddingsRequest, model: str) -> dict[str, Any]:
 
 def _message(message: ChatMessage) -> dict[str, Any]:
     content: Any = message.content
-    if isinstance(content, list):  # text and image_url parts pass through in OpenAI's own shape
-        content = [part.model_dump(exclude_none=True) for part in content]
+    if isinstance(content, list):
+        # Reasoning blocks sent back are not part of the OpenAI API (servers reject the part type,
+        # and vLLM's docs say earlier reasoning is not fed back): they stay here. Text and
+        # image_url parts pass through in OpenAI's own shape; an assistant turn's text blocks
+        # become the plain string OpenAI-compatible servers expect there.
+        parts = [part for part in content if not isinstance(part, ReasoningPart)]
+        if message.role == "assistant" and all(isinstance(part, TextPart) for part in parts):
+            content = "".join(part.text for part in parts) if parts or not message.tool_calls else None
+        else:
+            content = [part.model_dump(exclude_none=True) for part in parts]
     out: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         out["name"] = message.name

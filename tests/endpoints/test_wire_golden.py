@@ -252,3 +252,19 @@ async def test_unauthenticated_is_401_in_the_same_shape(golden_endpoints):
         "error_code": "UNAUTHENTICATED",
         "message": "Authentication required: send 'Authorization: Bearer <token>' or HTTP Basic 'token:<token>'.",
     }
+
+
+async def test_reasoning_from_a_reasoning_model_streams_as_blocks(client, openai_upstream):  # noqa: F811
+    openai_upstream.reasoning_pieces = ["Because"]
+    openai_upstream.pieces = ["Blue."]
+    body = {**CHAT, "max_tokens": 64, "stream": True}  # a reasoning-only model: nothing asked
+    events = await sse(await post(client, "/serving-endpoints/golden-chat/invocations", body), "chatcmpl-")
+    reasoning = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Because"}]}
+    assert events[:3] == [
+        chat_chunk([{"index": 0, "delta": {"role": "assistant", "content": [reasoning]}, "finish_reason": None}]),
+        chat_chunk([{"index": 0, "delta": {"content": [{"type": "text", "text": "Blue."}]}, "finish_reason": None}]),
+        chat_chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+    ]
+    whole = (await post(client, "/serving-endpoints/golden-chat/invocations", {**body, "stream": False})).json()
+    assert whole["choices"][0]["message"]["content"] == [reasoning, {"type": "text", "text": "Blue."}]
+    assert whole["usage"]["completion_tokens_details"] == {"reasoning_tokens": 1}

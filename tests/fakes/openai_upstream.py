@@ -30,6 +30,10 @@ Knobs (plain attributes; set them before the request):
 - ``send_done``: whether the stream ends with ``data: [DONE]``.
 - ``ignore_stream``: answer one JSON body even when the request says ``stream: true``.
 - ``reverse_embeddings``: list embeddings in reverse index order (clients must sort by index).
+- ``reasoning_pieces``: reasoning streamed as ``delta.reasoning_content`` (vLLM's field) before
+  the text; whole as ``message.reasoning_content``; counted in ``completion_tokens_details``.
+- ``tool_calls``: ``[{"name", "arguments"}]`` answered with ``finish_reason: "tool_calls"``;
+  streamed as OpenAI does (id, type, name and empty arguments, then two argument fragments).
 
 Recorded: ``requests`` (list of :class:`RecordedRequest`: method, path, headers with lower-cased
 names, raw body, decoded json, peer address), ``last_request``, ``disconnects``
@@ -87,6 +91,8 @@ class FakeOpenAIUpstream:
         self.ignore_stream = False
         self.reverse_embeddings = False
         self.embedding_dim = 3
+        self.reasoning_pieces: list[str] = []  # streamed as delta.reasoning_content before the text
+        self.tool_calls: list[dict[str, str]] = []  # [{"name", "arguments"}]: answered instead of text
 
     def fail(
         self,
@@ -293,6 +299,25 @@ def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wan
     if chat:  # OpenAI opens each choice with the role and empty content
         for index in range(n):
             yield chunk([choice(index, "", None, first=True)])
+    if chat:
+        for piece in fake.reasoning_pieces:
+            for index in range(n):
+                yield chunk([{"index": index, "delta": {"reasoning_content": piece}, "logprobs": None, "finish_reason": None}])
+    if chat and fake.tool_calls:
+        for position, call in enumerate(fake.tool_calls):
+            half = len(call["arguments"]) // 2
+            for index in range(n):
+                opening = {"index": position, "id": f"call_{position}", "type": "function",
+                           "function": {"name": call["name"], "arguments": ""}}
+                yield chunk([{"index": index, "delta": {"tool_calls": [opening]}, "logprobs": None, "finish_reason": None}])
+                for fragment in (call["arguments"][:half], call["arguments"][half:]):
+                    piece = {"index": position, "function": {"arguments": fragment}}
+                    yield chunk([{"index": index, "delta": {"tool_calls": [piece]}, "logprobs": None, "finish_reason": None}])
+        for index in range(n):
+            yield chunk([choice(index, None, "tool_calls")])
+        if wants_usage and fake.usage is not None:
+            yield chunk([], usage=_usage(fake.usage, fake))
+        return
     for piece in fake.pieces:
         for index in range(n):
             yield chunk([choice(index, piece, None)])
@@ -300,16 +325,24 @@ def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wan
         for index in range(n):
             yield chunk([choice(index, None, fake.finish_reason)])
     if wants_usage and fake.usage is not None:
-        yield chunk([], usage=_usage(fake.usage))
+        yield chunk([], usage=_usage(fake.usage, fake))
 
 
 def _full_answer(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool) -> dict[str, Any]:
     text = "".join(fake.pieces)
     if chat:
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": fake.finish_reason}
-            for i in range(n)
-        ]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        finish = fake.finish_reason
+        if fake.reasoning_pieces:
+            message["reasoning_content"] = "".join(fake.reasoning_pieces)
+        if fake.tool_calls:
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for i, c in enumerate(fake.tool_calls)
+            ]
+            finish = "tool_calls"
+        choices = [{"index": i, "message": dict(message), "logprobs": None, "finish_reason": finish} for i in range(n)]
     else:
         choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": fake.finish_reason} for i in range(n)]
     answer: dict[str, Any] = {
@@ -320,12 +353,15 @@ def _full_answer(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool) -> di
         "choices": choices,
     }
     if fake.usage is not None:
-        answer["usage"] = _usage(fake.usage)
+        answer["usage"] = _usage(fake.usage, fake)
     return answer
 
 
-def _usage(usage: dict[str, int]) -> dict[str, int]:
-    return {**usage, "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
+def _usage(usage: dict[str, int], fake: FakeOpenAIUpstream | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {**usage, "total_tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)}
+    if fake is not None and fake.reasoning_pieces:
+        out["completion_tokens_details"] = {"reasoning_tokens": len(fake.reasoning_pieces)}
+    return out
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from endpoints.errors import ServingError
-from endpoints.events import Embeddings, Finish, TextDelta, Usage
+from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.openai_compatible import (
@@ -517,3 +517,71 @@ async def test_it_closes_the_upstream_stream_when_the_task_is_cancelled(provider
     assert await asyncio.to_thread(openai_upstream.wait_for_disconnect, 2)
     assert time.monotonic() - started < 1
     assert len(received) < 20
+
+
+# --- reasoning and tool calls --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_it_streams_reasoning_content_as_reasoning_deltas_before_the_text(provider, openai_upstream):
+    openai_upstream.reasoning_pieces = ["Hmm", ", let me see."]
+    events = await drain(provider.chat(chat()))
+    assert events[:3] == [ReasoningDelta("Hmm", 0), ReasoningDelta(", let me see.", 0), TextDelta("Hello", 0)]
+    assert events[-1] == Usage(7, 4, reasoning_tokens=2)
+
+
+@pytest.mark.asyncio
+async def test_it_reads_reasoning_from_a_whole_answer(provider, openai_upstream):
+    openai_upstream.reasoning_pieces = ["Thinking."]
+    events = await drain(provider.chat(chat(stream=False)))
+    assert events == [ReasoningDelta("Thinking.", 0), TextDelta("Hello, world!", 0), Finish("stop", 0), Usage(7, 4, reasoning_tokens=1)]
+
+
+@pytest.mark.asyncio
+async def test_it_streams_tool_call_deltas_and_passes_tools_through(provider, openai_upstream):
+    openai_upstream.tool_calls = [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    events = await drain(provider.chat(chat(tools=tools, tool_choice="required", parallel_tool_calls=False)))
+    sent = openai_upstream.last_request.json
+    assert sent["tools"] == tools and sent["tool_choice"] == "required" and sent["parallel_tool_calls"] is False
+    assert events == [
+        ToolCallDelta(call=0, index=0, id="call_0", name="get_weather", arguments=""),
+        ToolCallDelta(call=0, index=0, arguments='{"city":'),
+        ToolCallDelta(call=0, index=0, arguments=' "Paris"}'),
+        Finish("tool_calls", 0),
+        Usage(7, 4),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_it_reads_tool_calls_from_a_whole_answer(provider, openai_upstream):
+    openai_upstream.tool_calls = [{"name": "a", "arguments": "{}"}, {"name": "b", "arguments": '{"x": 1}'}]
+    events = await drain(provider.chat(chat(stream=False)))
+    assert events[:2] == [
+        ToolCallDelta(call=0, index=0, id="call_0", name="a", arguments="{}"),
+        ToolCallDelta(call=1, index=0, id="call_1", name="b", arguments='{"x": 1}'),
+    ]
+    assert events[2] == Finish("tool_calls", 0)
+
+
+def test_it_keeps_reasoning_blocks_sent_back_and_sends_the_assistant_text_as_a_string():
+    block = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "because", "signature": "sig"}]}
+    request = chat(messages=[
+        {"role": "user", "content": "Why?"},
+        {"role": "assistant", "content": [block, {"type": "text", "text": "Rayleigh."}]},
+        {"role": "user", "content": "Shorter?"},
+    ])
+    assert chat_body(request, "m")["messages"][1] == {"role": "assistant", "content": "Rayleigh."}
+
+
+def test_thinking_is_a_400_naming_it_for_an_openai_compatible_server(openai_upstream):  # noqa: F811
+    from endpoints.service import check_supported
+
+    class Endpoint:
+        name = "vllm"
+
+    provider = make_provider(openai_upstream.base_url)
+    request = chat(thinking={"type": "enabled", "budget_tokens": 8}, max_tokens=32)
+    with pytest.raises(ServingError) as info:
+        check_supported(Endpoint(), provider, request)
+    assert info.value.status == 400 and "'thinking'" in info.value.message
