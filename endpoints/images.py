@@ -350,7 +350,7 @@ def _prepare_open(
     icc_profile = im.info.get("icc_profile")
     work, alpha = _normalise_mode(im)
     if work.size != stored_target:
-        work = work.resize(stored_target, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+        work = _resize(work, stored_target)
     # Rotating the small image is cheaper than rotating the big one.
     if orientation in _TRANSPOSE:
         work = work.transpose(_TRANSPOSE[orientation])
@@ -393,6 +393,37 @@ def _prepare_open(
         tokens=estimate_tokens(sent_w, sent_h),
         warnings=tuple(warnings),
     )
+
+
+# Lanczos on horizontal strips, one per core: Pillow releases the GIL while resampling, and
+# ``resize(box=…)`` maps a source region onto its strip with the same maths (the strips are
+# pixel-identical to one resize). Worth it from this many output rows.
+TILE_MIN_ROWS = 256
+_TILE_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_tile_pool: Any = None
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized to ``size`` with Lanczos (after a box reduction when far larger)."""
+    global _tile_pool
+    (src_w, src_h), (w, h) = image.size, size
+    reduces = max(src_w / w, src_h / h) >= REDUCING_GAP  # then Pillow box-reduces first: one call
+    if reduces or _TILE_WORKERS == 1 or h < TILE_MIN_ROWS:
+        return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    if _tile_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _tile_pool = ThreadPoolExecutor(_TILE_WORKERS, thread_name_prefix="image-resize")
+    rows = [h * i // _TILE_WORKERS for i in range(_TILE_WORKERS + 1)]
+
+    def strip(i: int) -> Image.Image:
+        box = (0, src_h * rows[i] / h, src_w, src_h * rows[i + 1] / h)
+        return image.resize((w, rows[i + 1] - rows[i]), Image.Resampling.LANCZOS, box=box)
+
+    out = Image.new(image.mode, size)
+    for i, part in enumerate(_tile_pool.map(strip, range(_TILE_WORKERS))):
+        out.paste(part, (0, rows[i]))
+    return out
 
 
 def _oriented(width: int, height: int, orientation: int) -> tuple[int, int]:

@@ -772,3 +772,14 @@ async def test_it_rejects_fetched_bytes_that_are_not_an_image(server):
     error = await rejected_async(prepare_images([f"{base}/page.html"]))
 
     assert "Image 0 is not a JPEG, PNG, GIF or WebP image" in error.message
+
+
+def test_the_resize_in_strips_gives_the_same_pixels_as_one_resize():
+    from PIL import Image as PILImage
+
+    from endpoints.images import _resize
+
+    rng = __import__("random").Random(3)
+    source = PILImage.frombytes("RGB", (2000, 1500), bytes(rng.randrange(256) for _ in range(2000 * 1500 * 3)))
+    whole = source.resize((1264, 948), PILImage.Resampling.LANCZOS)
+    assert _resize(source, (1264, 948)).tobytes() == whole.tobytes()
