@@ -86,11 +86,33 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def fondasi_server(tmp_path_factory) -> LiveServer:
-    """A real Fondasi (daphne, ASGI) on 127.0.0.1 with its own database, started as `make run` does."""
+def live_vendor():
+    """A fake OpenAI-compatible vendor for the live server's ``fake-vision`` endpoint."""
+    from tests.fakes.openai_upstream import FakeOpenAIUpstream
+
+    fake = FakeOpenAIUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
+    """A real Fondasi (daphne, ASGI) on 127.0.0.1 with its own database, started as `make run` does:
+    the shipped endpoints, plus ``fake-vision`` served by ``live_vendor``."""
     var = tmp_path_factory.mktemp("live-var")
+    endpoints = var / "endpoints.yaml"
+    endpoints.write_text((ROOT / "endpoints.yaml").read_text() + f"""
+  - name: fake-vision
+    task: llm/v1/chat
+    served_entities:
+      - name: fake-vision-model
+        external_model:
+          name: a-vision-model
+          provider: openai-compatible
+          openai_config: {{openai_api_base: "{live_vendor.base_url}"}}
+""")
     env = {**os.environ, "FONDASI_VAR_DIR": str(var), "FONDASI_ENDPOINTS_AUTO_LOAD": "1",
-           "FONDASI_ENDPOINTS_FILE": str(ROOT / "endpoints.yaml"), "DJANGO_SETTINGS_MODULE": "playground.settings"}
+           "FONDASI_ENDPOINTS_FILE": str(endpoints), "DJANGO_SETTINGS_MODULE": "playground.settings"}
     env.pop("DATABASE_URL", None)
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)

@@ -131,3 +131,44 @@ def test_structured_output_with_the_openai_client(client):
     )
     data = json.loads(answer.choices[0].message.content)
     assert set(data) == {"city", "population"} and isinstance(data["population"], int)
+
+
+def png_data_url(width: int, height: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (20, 120, 200)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_images_with_the_openai_client(client, live_vendor):
+    import base64
+    import io
+
+    from PIL import Image
+
+    answer = client.chat.completions.create(
+        model="fake-vision",
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Compare these."},
+            {"type": "image_url", "image_url": {"url": png_data_url(4000, 2000)}},
+            {"type": "image_url", "image_url": {"url": png_data_url(640, 480)}},
+        ]}],
+        max_tokens=16,
+    )
+    assert answer.choices[0].message.content == "Hello, world!"
+    sent = live_vendor.last_request.json["messages"][0]["content"]
+    first = Image.open(io.BytesIO(base64.b64decode(sent[1]["image_url"]["url"].split(",", 1)[1])))
+    from endpoints.images import estimate_tokens, target_size
+
+    assert first.format == "JPEG" and first.size == target_size(4000, 2000)
+    assert max(first.size) <= 1568 and estimate_tokens(*first.size) <= 1600
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="local-smollm2-chat",
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url(300, 300)}}]}],
+        )
+    assert "cannot see images" in str(refused.value)
