@@ -22,6 +22,8 @@ $(VENV)/.server-installed: requirements.txt | $(PY)
 
 $(VENV)/.test-installed: requirements.txt requirements-test.txt $(VENV)/.server-installed
 	$(PIP) install -r requirements-test.txt
+	@# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	touch $@
 
 install: $(VENV)/.server-installed

@@ -177,3 +177,8 @@ PROVIDER_READ_TIMEOUT = float(env("FONDASI_PROVIDER_READ_TIMEOUT", "300"))
 IMAGE_FETCH_ENABLED = envbool("FONDASI_IMAGE_FETCH", False)
 IMAGE_FETCH_MAX_BYTES = envint("FONDASI_IMAGE_FETCH_MAX_BYTES", 20 * 1024 * 1024)
 IMAGE_FETCH_TIMEOUT = float(env("FONDASI_IMAGE_FETCH_TIMEOUT", "10"))
+
+# Browser pages: Django's session sign-in (the APIs keep using tokens).
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/endpoints/"
+LOGOUT_REDIRECT_URL = "/login/"

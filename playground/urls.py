@@ -3,6 +3,8 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("endpoints.urls")),
+    path("", include("playground.urls_pages")),
+    path("", include("playground.urls_playground")),
     path("admin/", admin.site.urls),
 ]
 

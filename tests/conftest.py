@@ -80,9 +80,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+LIVE_PASSWORD = "e2e-pass-4-fondasi"
+
+
 class LiveServer:
     def __init__(self, url: str, token: str, log: Path) -> None:
         self.url, self.token, self.log = url, token, log
+        self.username, self.password = "e2e", LIVE_PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +121,9 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
     subprocess.run([*manage, "load_endpoints"], env=env, check=True, capture_output=True)
+    # A person who signs in to the pages (the browser tests).
+    subprocess.run([*manage, "createsuperuser", "--noinput", "--username", "e2e", "--email", "e2e@example.com"],
+                   env={**env, "DJANGO_SUPERUSER_PASSWORD": LIVE_PASSWORD}, check=True, capture_output=True)
     out = subprocess.run([*manage, "create_token", "--name", "live"], env=env, check=True, capture_output=True, text=True)
     token = out.stdout.strip().splitlines()[-1]
     port = _free_port()

@@ -1,0 +1,2 @@
+"""Browser pages: sign-in, access tokens, serving endpoints and their Query dialog."""
+urlpatterns: list = []

@@ -1,0 +1,2 @@
+"""The AI Playground's pages (its WebSocket routes are in playground/routing.py)."""
+urlpatterns: list = []
