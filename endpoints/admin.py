@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from .config import check_entity
-from .models import AccessToken, ServedEntity, ServingEndpoint
+from .models import AccessToken, ExampleInput, ServedEntity, ServingEndpoint
 
 
 class ServedEntityForm(forms.ModelForm):
@@ -28,13 +28,32 @@ class ServedEntityInline(admin.StackedInline):
     min_num = 1
 
 
+class ExampleInputInline(admin.StackedInline):
+    """Example inputs for the Query dialog. Those from the endpoints file are replaced when it is applied."""
+
+    model = ExampleInput
+    extra = 0
+    fields = ["name", "body", "source", "created_by", "created_at"]
+    readonly_fields = ["source", "created_by", "created_at"]
+
+
 @admin.register(ServingEndpoint)
 class ServingEndpointAdmin(admin.ModelAdmin):
     list_display = ["name", "task", "ready", "source", "updated_at"]
     list_filter = ["task", "source", "ready"]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "updated_at"]
-    inlines = [ServedEntityInline]
+    inlines = [ServedEntityInline, ExampleInputInline]
+
+    def save_formset(self, request, form, formset, change):
+        # Examples added here are people's own (source "user"), like those saved from the Query dialog.
+        for instance in formset.save(commit=False):
+            if isinstance(instance, ExampleInput) and instance.pk is None:
+                instance.created_by = request.user
+            instance.save()
+        for obj in formset.deleted_objects:
+            obj.delete()
+        formset.save_m2m()
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -6,6 +6,7 @@ is changed in the registry then, so the last good configuration keeps serving.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ServingError
-from .models import NAME_PATTERN, NAME_RULE, ServedEntity, ServingEndpoint
-from .schemas import TASKS
+from .models import NAME_PATTERN, NAME_RULE, ExampleInput, ServedEntity, ServingEndpoint
+from .schemas import TASKS, parse
 
 
 class ConfigError(Exception):
@@ -83,12 +84,30 @@ class EntityDecl(_Strict):
         return {"name": name, "provider": provider, "model": model, "config": config}
 
 
+class ExampleDecl(_Strict):
+    """An example input shown by the Query dialog's **Show Example**: a request body for the task."""
+
+    name: str = Field(min_length=1, max_length=100)
+    body: dict[str, Any]
+
+    @field_validator("body")
+    @classmethod
+    def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # YAML has values JSON lacks (dates, sets…); the body is stored as JSON, so it must be JSON.
+        # The round trip also turns the loader's line-tracking mappings into plain dicts.
+        try:
+            return json.loads(json.dumps(value))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"an example body must be plain JSON ({exc})") from None
+
+
 class EndpointDecl(_Strict):
     name: str
     task: str
     description: str = ""
     tags: list[dict[str, str]] | dict[str, str] = Field(default_factory=list)
     served_entities: list[EntityDecl] = Field(min_length=1)
+    examples: list[ExampleDecl] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -124,6 +143,9 @@ class EndpointDecl(_Strict):
             ext = entity.external_model
             if ext is not None and ext.task and ext.task != self.task:
                 raise ValueError(f"external model task '{ext.task}' differs from the endpoint's task '{self.task}'")
+        example_names = [x.name for x in self.examples]
+        if len(set(example_names)) != len(example_names):
+            raise ValueError("example names must be unique within an endpoint")
         return self
 
     def desired(self) -> dict[str, Any]:
@@ -133,6 +155,7 @@ class EndpointDecl(_Strict):
             "description": self.description,
             "tags": self.tags,
             "entities": [e.row() for e in self.served_entities],
+            "examples": [{"name": x.name, "body": x.body} for x in self.examples],
         }
 
 
@@ -224,6 +247,14 @@ def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
             if problem:
                 line = _line_of(data, ("endpoints", index, "served_entities", e_index))
                 raise ConfigError(path, line, f"endpoint '{ep.name}': {problem}")
+        for x_index, example in enumerate(ep.examples):
+            # An example that the endpoint would refuse is a mistake in the file: say so now,
+            # not when someone presses Show Example and then Send Request.
+            try:
+                parse(ep.task, example.body, endpoint=ep.name)
+            except ServingError as exc:
+                line = _line_of(data, ("endpoints", index, "examples", x_index, "body"))
+                raise ConfigError(path, line, f"endpoint '{ep.name}', example '{example.name}': {exc.message}") from None
     return decl.endpoints
 
 
@@ -271,6 +302,10 @@ class Changes:
 
 
 def current(endpoint: ServingEndpoint) -> dict[str, Any]:
+    """What the registry holds for ``endpoint``, shaped like :meth:`EndpointDecl.desired`.
+
+    Only the file's examples count: examples people saved are theirs and never make a change.
+    """
     return {
         "task": endpoint.task,
         "description": endpoint.description,
@@ -279,11 +314,19 @@ def current(endpoint: ServingEndpoint) -> dict[str, Any]:
             {"name": e.name, "provider": e.provider, "model": e.model, "config": e.config}
             for e in endpoint.entities.all()
         ],
+        "examples": [
+            {"name": x.name, "body": x.body}
+            for x in endpoint.examples.all()
+            if x.source == ExampleInput.Source.YAML
+        ],
     }
 
 
 def save_endpoint(decl: EndpointDecl, source: str, creator: str = "", endpoint: ServingEndpoint | None = None) -> ServingEndpoint:
-    """Create or replace one endpoint and its entities from a declaration."""
+    """Create or replace one endpoint, its entities and its declared examples from a declaration.
+
+    Examples saved by people (``source="user"``) are kept.
+    """
     want = decl.desired()
     if endpoint is None:
         endpoint = ServingEndpoint(name=decl.name, creator=creator)
@@ -295,6 +338,11 @@ def save_endpoint(decl: EndpointDecl, source: str, creator: str = "", endpoint: 
     ServedEntity.objects.bulk_create(
         ServedEntity(endpoint=endpoint, position=i, **row) for i, row in enumerate(want["entities"])
     )
+    endpoint.examples.filter(source=ExampleInput.Source.YAML).delete()
+    ExampleInput.objects.bulk_create(
+        ExampleInput(endpoint=endpoint, source=ExampleInput.Source.YAML, position=i, **example)
+        for i, example in enumerate(want["examples"])
+    )
     return endpoint
 
 
@@ -305,7 +353,7 @@ def apply(decls: list[EndpointDecl], source: str = ServingEndpoint.Source.YAML) 
     Idempotent. The file wins over other sources for the endpoints it names.
     """
     changes = Changes()
-    existing = {e.name: e for e in ServingEndpoint.objects.prefetch_related("entities")}
+    existing = {e.name: e for e in ServingEndpoint.objects.prefetch_related("entities", "examples")}
     for decl in decls:
         endpoint = existing.get(decl.name)
         if endpoint is None:

@@ -108,3 +108,33 @@ class AccessToken(models.Model):
     def revoke(self) -> None:
         self.revoked_at = timezone.now()
         self.save(update_fields=["revoked_at"])
+
+
+class ExampleInput(models.Model):
+    """A request body shown by the Query dialog's **Show Example**.
+
+    Examples come from the endpoints file (``source="yaml"``: replaced whenever the file is
+    applied) or are saved by a person from the Query dialog (``source="user"``: never touched by
+    the file). ``body`` is any JSON object; it is validated only when it is sent.
+    """
+
+    class Source(models.TextChoices):
+        YAML = "yaml", "endpoints file"
+        USER = "user", "saved by a user"
+
+    endpoint = models.ForeignKey(ServingEndpoint, related_name="examples", on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    body = models.JSONField(help_text="A request body for the endpoint's task (a JSON object).")
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.USER)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Order within the endpoints file.")
+
+    class Meta:
+        # The file's examples first, in file order ("yaml" sorts after "user"), then saved ones by age.
+        ordering = ["endpoint", "-source", "position", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.endpoint_id})"
