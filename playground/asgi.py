@@ -1,6 +1,7 @@
 """ASGI entry point.
 
-- WebSockets (the playground's streams) go through Channels.
+- WebSockets (the playground's streams) go through Channels, behind an origin check and the
+  session's authentication.
 - The token-authenticated APIs (``endpoints.views.API_PREFIXES``) go to a Django handler with no
   middleware: they use no session, cookie, CSRF token or message, and each of Django's sync
   middlewares costs two thread hops per request on the async path. They also skip the
@@ -9,18 +10,22 @@
   tidy database connections, and the event loop's thread never opens one (the API's database
   work runs in ``sync_to_async`` helpers that release their connection themselves:
   ``endpoints.auth`` and ``endpoints.registry``). Measured with ``bench/gateway_cost.py``.
-- Everything else (the admin, the pages) goes through Django with its full middleware.
+- Everything else (the admin, the pages, their static files) goes through Django with its full
+  middleware; ``/static/`` is answered before it.
 """
 import asyncio
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core import signals  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
@@ -101,16 +106,21 @@ from endpoints.views import API_PREFIXES  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 api_asgi_app = APIHandler()
+# The pages' few small assets (CSS, JS, the vendored htmx) straight from the app and project
+# static folders: daphne serves no files, and a self-hosted tool should need no proxy for them.
+pages_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 
 async def http_app(scope, receive, send) -> None:
-    app = api_asgi_app if scope["path"].startswith(API_PREFIXES) else django_asgi_app
+    app = api_asgi_app if scope["path"].startswith(API_PREFIXES) else pages_asgi_app
     await app(scope, receive, send)
 
 
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        # Signed-in sessions only (the consumer closes anonymous sockets with 4401), and only from
+        # pages served by an ALLOWED_HOSTS origin: a foreign page cannot ride the user's cookie.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,2 +1,8 @@
-"""WebSocket routes (the AI Playground's streams arrive with a later issue)."""
-websocket_urlpatterns: list = []
+"""WebSocket routes: the AI Playground's streams (playground/consumers.py)."""
+from django.urls import path
+
+from .consumers import PlaygroundConsumer
+
+websocket_urlpatterns = [
+    path("ws/playground/", PlaygroundConsumer.as_asgi()),
+]

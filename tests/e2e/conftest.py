@@ -18,8 +18,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope, not session: Playwright's sync API runs an event loop in this thread while it
+    # is open, and pytest-asyncio cannot start the async tests' loops until it is closed.
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make install-test` (it installs Debian's chromium).")
     from playwright.sync_api import sync_playwright

@@ -1,0 +1,371 @@
+"""The AI Playground's WebSocket: one prompt, several chat endpoints, each streamed by its own task.
+
+Protocol (JSON text frames).
+
+Client → server::
+
+    {"type": "send", "conversation": 12 | null, "prompt": "…", "images": ["<upload id>", …],
+     "panes": [{"pane": 0, "endpoint": "local-smollm2-chat", "system": "…",
+                "params": {"temperature": 0.7, "max_tokens": 256, "top_p": 1, "stop": ["…"],
+                           "thinking": true, "budget_tokens": 64}}, …]}
+    {"type": "stop"}
+
+Server → client (``pane`` is the pane's index in the conversation)::
+
+    {"type": "conversation", "id": 12, "title": "…"}       a new conversation was saved
+    {"type": "turn", "pane": 0, "id": "turn-0-3", "html": "…"}   a turn starts (rendered partial)
+    {"type": "delta", "pane": 0, "reasoning": "…", "text": "…"}  coalesced raw text: the page
+                                                               appends it with textContent only
+    {"type": "done", "pane": 0, "id": "turn-0-3", "html": "…"}   the finished turn (Markdown
+                                                               rendered and sanitised server-side)
+    {"type": "idle"}                                         no pane is streaming any more
+    {"type": "error", "message": "…"}                        a message the server could not use
+
+Errors of one endpoint (rate limit, provider down, bad parameter) end that pane's turn with the
+error shown in it (in the ``done`` partial); the other panes go on. Each pane's thread holds only
+its own answers. Stop and disconnect cancel every pane's task; the task then closes its event
+stream, which stops generation upstream.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from endpoints import registry, service
+from endpoints.errors import ServingError
+from endpoints.events import Finish, ReasoningDelta, TextDelta, Usage
+from endpoints.providers import get_provider
+from endpoints.schemas import CHAT
+
+from .models import Conversation, PlaygroundImage
+from .render import turn_html
+
+log = logging.getLogger("fondasi.playground")
+
+#: Largest client frame accepted. Images travel by upload id, so frames are small.
+MAX_MESSAGE_BYTES: int = getattr(settings, "PLAYGROUND_MAX_MESSAGE_BYTES", 256 * 1024)
+MAX_PANES = 6
+MAX_IMAGES = 20  # the chat app's limit (spec §5)
+#: Deltas are buffered and sent at most this often per pane, so fast panes do not flood the page.
+FLUSH_SECONDS = 0.075
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class ProtocolError(Exception):
+    """A client message the consumer cannot use; answered with an error frame."""
+
+
+class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        self.tasks: dict[int, asyncio.Task] = {}
+        self.supervisor: asyncio.Task | None = None
+        self.conversation: Conversation | None = None
+        self.save_lock = asyncio.Lock()
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.send_json({"type": "error", "message": "Sign in to use the playground."})
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+
+    async def disconnect(self, code: int) -> None:
+        await self.cancel_all()
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """Decode one frame; anything malformed is answered with an error, the socket stays open."""
+        if not getattr(self, "user", None):
+            return
+        try:
+            if text_data is None:
+                raise ProtocolError("Send JSON text frames.")
+            if len(text_data.encode()) > MAX_MESSAGE_BYTES:
+                raise ProtocolError(f"Message too large: at most {MAX_MESSAGE_BYTES // 1024} KiB (attach images by upload).")
+            try:
+                content = json.loads(text_data)
+            except ValueError:
+                raise ProtocolError("Malformed message: not valid JSON.") from None
+            if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+                raise ProtocolError("Malformed message: expected an object with a 'type'.")
+            await self.receive_json(content)
+        except ProtocolError as exc:
+            await self.send_json({"type": "error", "message": str(exc)})
+
+    async def receive_json(self, content: dict, **kwargs: Any) -> None:
+        kind = content["type"]
+        if kind == "stop":
+            await self.cancel_all()
+        elif kind == "send":
+            await self.start(content)
+        else:
+            raise ProtocolError(f"Unknown message type '{kind}'; expected 'send' or 'stop'.")
+
+    # --- one prompt to every pane ------------------------------------------------------------
+
+    async def start(self, content: dict) -> None:
+        if any(not task.done() for task in self.tasks.values()):
+            raise ProtocolError("Still answering: press Stop or wait before sending again.")
+        prompt, image_ids, panes = validate_send(content)
+        images = await self.load_images(image_ids)
+        conversation = await self.load_conversation(content.get("conversation"), prompt)
+        endpoints = await registry.asnapshot()
+        self.conversation = conversation
+        self.tasks = {}
+        for spec in panes:
+            index = spec["pane"]
+            while len(conversation.panes) <= index:
+                conversation.panes.append({"endpoint": "", "system": "", "params": {}, "messages": [], "turns": []})
+            pane = conversation.panes[index]
+            pane.update(endpoint=spec["endpoint"], system=spec["system"], params=spec["params"])
+            self.tasks[index] = asyncio.create_task(self.run_pane(index, pane, prompt, images, endpoints))
+        await self.save()
+        if content.get("conversation") is None:
+            await self.send_json({"type": "conversation", "id": conversation.pk, "title": conversation.title})
+        self.supervisor = asyncio.create_task(self.watch(list(self.tasks.values())))
+
+    async def watch(self, tasks: list[asyncio.Task]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.safe_send({"type": "idle"})
+
+    async def cancel_all(self) -> None:
+        tasks = [task for task in self.tasks.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_pane(self, index: int, pane: dict, prompt: str, images: list[dict], endpoints: dict) -> None:
+        """Stream one endpoint's answer into pane ``index`` and keep it in that pane's thread only."""
+        endpoint = endpoints.get(pane["endpoint"])
+        vision = can_see_images(endpoint)
+        sent_images = images if vision else []
+        turn: dict[str, Any] = {
+            "prompt": prompt, "endpoint": pane["endpoint"], "images": [image["report"] | {"id": image["id"]} for image in images],
+            "reasoning": "", "answer": "", "figures": {}, "error": None, "stopped": False, "streaming": True,
+            "notice": "" if vision or not images else "This endpoint cannot see images: they were not sent to it.",
+        }
+        number = len(pane["turns"])
+        pane["turns"].append(turn)
+        turn_id = f"turn-{index}-{number}"
+        await self.safe_send({"type": "turn", "pane": index, "id": turn_id, "html": turn_html(index, number, turn)})
+
+        user_message = {"role": "user", "content": user_content(prompt, sent_images)}
+        reasoning: list[str] = []
+        text: list[str] = []
+        signature: str | None = None
+        usage: Usage | None = None
+        finish: str | None = None
+        started = time.perf_counter()
+        first_token = first_text = reasoning_started = None
+        pending_reasoning: list[str] = []
+        pending_text: list[str] = []
+        last_flush = 0.0
+
+        async def flush() -> None:
+            nonlocal last_flush
+            if pending_reasoning or pending_text:
+                await self.safe_send({"type": "delta", "pane": index, "reasoning": "".join(pending_reasoning), "text": "".join(pending_text)})
+                pending_reasoning.clear()
+                pending_text.clear()
+            last_flush = time.perf_counter()
+
+        stream = None
+        try:
+            body = request_body(pane, user_message)
+            query = await service.prepare(pane["endpoint"], body)
+            stream = await query.stream()
+            async for event in stream:
+                kind = type(event)
+                now = time.perf_counter()
+                if kind is ReasoningDelta and event.index == 0:
+                    first_token = first_token or now
+                    reasoning_started = reasoning_started or now
+                    reasoning.append(event.text)
+                    pending_reasoning.append(event.text)
+                    if event.signature is not None:
+                        signature = event.signature
+                elif kind is TextDelta and event.index == 0:
+                    first_token = first_token or now
+                    first_text = first_text or now
+                    text.append(event.text)
+                    pending_text.append(event.text)
+                elif kind is Finish and event.index == 0:
+                    finish = event.reason
+                elif kind is Usage:
+                    usage = event
+                if now - last_flush >= FLUSH_SECONDS:
+                    await flush()
+            await flush()
+        except asyncio.CancelledError:
+            turn["stopped"] = True  # Stop pressed, or the page went away: finish the turn below
+        except ServingError as exc:
+            turn["error"] = {"message": exc.message, "code": exc.code, "status": exc.status, "retry_after": exc.retry_after}
+        except Exception as exc:  # a bug or a broken provider must end this pane only, readably
+            log.exception("playground pane %s (%s) failed", index, pane["endpoint"])
+            turn["error"] = {"message": f"Unexpected error: {exc}", "code": "INTERNAL_ERROR", "status": 500, "retry_after": None}
+        finally:
+            if stream is not None:
+                await stream.aclose()  # stops generation upstream
+
+        ended = time.perf_counter()
+        turn.update(reasoning="".join(reasoning), answer="".join(text), streaming=False, finish_reason=finish)
+        turn["figures"] = figures(started, first_token, first_text, reasoning_started, ended, usage, len(text))
+        if turn["error"] is None and (text or reasoning):
+            pane["messages"].append(user_message)
+            pane["messages"].append(assistant_message(turn["reasoning"], signature, turn["answer"]))
+        await self.save()
+        await self.safe_send({"type": "done", "pane": index, "id": turn_id, "html": turn_html(index, number, turn)})
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def safe_send(self, content: dict) -> None:
+        try:
+            await self.send_json(content)
+        except Exception:  # the socket is gone; the task still saves what it has
+            pass
+
+    async def save(self) -> None:
+        conversation = self.conversation
+        if conversation is None:
+            return
+        async with self.save_lock:
+            await database_sync_to_async(conversation.save)()
+
+    @database_sync_to_async
+    def load_conversation(self, conversation_id: Any, prompt: str) -> Conversation:
+        if conversation_id is None:
+            title = " ".join(prompt.split())[:60] or "Images"
+            return Conversation(user=self.user, title=title, panes=[])
+        if not isinstance(conversation_id, int):
+            raise ProtocolError("'conversation' must be a conversation id or null.")
+        conversation = Conversation.objects.filter(pk=conversation_id, user=self.user).first()
+        if conversation is None:
+            raise ProtocolError(f"Conversation {conversation_id} does not exist.")
+        return conversation
+
+    @database_sync_to_async
+    def load_images(self, ids: list[str]) -> list[dict]:
+        if not ids:
+            return []
+        found = {str(image.id): image for image in PlaygroundImage.objects.filter(pk__in=ids, user=self.user)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ProtocolError("An attached image is no longer available; attach it again.")
+        return [{"id": i, "data_url": found[i].data_url, "report": found[i].report} for i in ids]
+
+
+def validate_send(content: dict) -> tuple[str, list[str], list[dict]]:
+    """The prompt, image ids and pane specs of a ``send`` message, or a ProtocolError naming the problem."""
+    prompt = content.get("prompt")
+    if not isinstance(prompt, str):
+        raise ProtocolError("'prompt' must be a string.")
+    images = content.get("images") or []
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise ProtocolError("'images' must be a list of upload ids.")
+    if len(images) > MAX_IMAGES:
+        raise ProtocolError(f"At most {MAX_IMAGES} images per message.")
+    import uuid
+
+    try:
+        images = [str(uuid.UUID(i)) for i in images]
+    except ValueError:
+        raise ProtocolError("'images' holds something that is not an upload id.") from None
+    if not prompt.strip() and not images:
+        raise ProtocolError("Write a prompt (or attach an image) first.")
+    panes = content.get("panes")
+    if not isinstance(panes, list) or not panes:
+        raise ProtocolError("'panes' must be a non-empty list.")
+    if len(panes) > MAX_PANES:
+        raise ProtocolError(f"At most {MAX_PANES} panes.")
+    out, seen = [], set()
+    for i, pane in enumerate(panes):
+        if not isinstance(pane, dict):
+            raise ProtocolError(f"panes[{i}] must be an object.")
+        index, endpoint = pane.get("pane"), pane.get("endpoint")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 32 or index in seen:
+            raise ProtocolError(f"panes[{i}].pane must be a distinct pane number.")
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ProtocolError(f"panes[{i}].endpoint must name an endpoint.")
+        system = pane.get("system") or ""
+        params = pane.get("params") or {}
+        if not isinstance(system, str) or not isinstance(params, dict):
+            raise ProtocolError(f"panes[{i}]: 'system' must be a string and 'params' an object.")
+        seen.add(index)
+        out.append({"pane": index, "endpoint": endpoint, "system": system, "params": params})
+    return prompt, images, out
+
+
+def can_see_images(endpoint: Any) -> bool:
+    if endpoint is None or endpoint.task != CHAT or not endpoint.entities:
+        return False
+    try:
+        return bool(get_provider(endpoint.entities[0]).vision)
+    except ServingError:
+        return False
+
+
+def user_content(prompt: str, images: list[dict]) -> Any:
+    if not images:
+        return prompt
+    return [{"type": "text", "text": prompt}] + [{"type": "image_url", "image_url": {"url": image["data_url"]}} for image in images]
+
+
+def assistant_message(reasoning: str, signature: str | None, text: str) -> dict:
+    """The answer as the API returns it: reasoning kept as a signed block so it verifies when sent back.
+
+    Reasoning without a signature (stopped mid-thought, or a vendor that signs nothing) is dropped
+    from the thread: the spec allows dropping earlier reasoning, and an unsigned block is a 400.
+    """
+    if reasoning and signature:
+        return {"role": "assistant", "content": [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": reasoning, "signature": signature}]},
+            {"type": "text", "text": text},
+        ]}
+    return {"role": "assistant", "content": text}
+
+
+def request_body(pane: dict, user_message: dict) -> dict:
+    """The OpenAI chat request for one pane: its system prompt, its own thread, the new prompt, its parameters."""
+    messages = ([{"role": "system", "content": pane["system"]}] if pane["system"].strip() else [])
+    body: dict[str, Any] = {"messages": messages + pane["messages"] + [user_message],
+                            "stream": True, "stream_options": {"include_usage": True}}
+    params = pane["params"]
+    for name in ("temperature", "max_tokens", "top_p"):
+        value = params.get(name)
+        if value not in (None, ""):
+            body[name] = value
+    stop = params.get("stop")
+    if isinstance(stop, str):
+        stop = [s for s in stop.split("\n") if s]
+    if stop:
+        body["stop"] = stop
+    if params.get("thinking"):
+        budget = params.get("budget_tokens")
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget if budget not in (None, "") else 64}
+    return body
+
+
+def figures(started: float, first_token: float | None, first_text: float | None, reasoning_started: float | None,
+            ended: float, usage: Usage | None, deltas: int) -> dict:
+    """Time to first token, tokens per second, token counts and latency of one answer."""
+    out: dict[str, Any] = {"latency_s": round(ended - started, 2)}
+    if first_token is not None:
+        out["ttft_ms"] = round((first_token - started) * 1000)
+    if reasoning_started is not None:
+        out["reasoning_s"] = round((first_text or ended) - reasoning_started, 1)
+    if usage is not None:
+        out.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   reasoning_tokens=usage.reasoning_tokens)
+    generated = usage.completion_tokens if usage is not None else deltas
+    if first_token is not None and ended > first_token and generated:
+        out["tokens_per_s"] = round(generated / (ended - first_token), 1)
+    return out

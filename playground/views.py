@@ -1,0 +1,220 @@
+"""The AI Playground's pages: the page itself, its panes, conversations, image uploads and Get code.
+
+Streaming happens over the WebSocket (``playground/consumers.py``); these views serve the page
+and the htmx/fetch partials around it. Every view is for a signed-in user and only ever sees that
+user's conversations and images (anyone else's are a 404).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import pprint
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET, require_POST
+
+from endpoints import images as pipeline
+from endpoints import registry
+from endpoints.errors import ServingError
+from endpoints.schemas import CHAT
+
+from .consumers import MAX_IMAGES, can_see_images, request_body, user_content
+from .models import Conversation, PlaygroundImage
+
+SAMPLE_PROMPTS = [
+    ("Explain", "Explain what a mixture of experts model is, in three sentences."),
+    ("Code", "Write a Python function that checks whether a string is a palindrome, with a docstring."),
+    ("Compare", "List three differences between TCP and UDP as a Markdown table."),
+    ("Reason", "A bat and a ball cost $1.10 in total. The bat costs $1.00 more than the ball. How much does the ball cost?"),
+    ("Describe image", "Describe this image in one paragraph."),
+]
+DEFAULT_PARAMS = {"temperature": 0.7, "max_tokens": 256, "top_p": "", "stop": "", "thinking": False, "budget_tokens": 64}
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one file; the pipeline then scales it down
+
+
+def chat_endpoints() -> list[dict[str, Any]]:
+    """Every chat endpoint, by name, with whether its model can see images."""
+    return [
+        {"name": name, "vision": can_see_images(endpoint)}
+        for name, endpoint in sorted(registry.snapshot().items())
+        if endpoint.task == CHAT
+    ]
+
+
+def pane_context(index: int, pane: dict, endpoints: list[dict]) -> dict:
+    vision = next((e["vision"] for e in endpoints if e["name"] == pane.get("endpoint")), False)
+    return {"index": index, "pane": pane, "params": DEFAULT_PARAMS | pane.get("params", {}), "vision": vision,
+            "known": any(e["name"] == pane.get("endpoint") for e in endpoints)}
+
+
+@login_required
+@require_GET
+def playground(request: HttpRequest) -> HttpResponse:
+    endpoints = chat_endpoints()
+    conversation = None
+    if request.GET.get("c"):
+        try:
+            conversation = get_object_or_404(Conversation, pk=int(request.GET["c"]), user=request.user)
+        except ValueError:
+            raise Http404("No such conversation.") from None
+    if conversation is not None and conversation.panes:
+        panes = conversation.panes
+    else:
+        first = next((e["name"] for e in endpoints if e["name"] == "local-smollm2-chat"), endpoints[0]["name"] if endpoints else "")
+        panes = [{"endpoint": first, "system": "", "params": {}, "turns": []}] if first else []
+    return render(request, "playground/index.html", {
+        "section": "playground",
+        "endpoints": endpoints,
+        "panes": [pane_context(i, pane, endpoints) for i, pane in enumerate(panes)],
+        "conversation": conversation,
+        "conversations": request.user.conversations.all()[:100],
+        "samples": SAMPLE_PROMPTS,
+    })
+
+
+@login_required
+@require_GET
+def pane(request: HttpRequest) -> HttpResponse:
+    """A new, empty pane for ``endpoint`` numbered ``pane``."""
+    endpoints = chat_endpoints()
+    name = request.GET.get("endpoint", "")
+    if not any(e["name"] == name for e in endpoints):
+        return HttpResponseBadRequest(f"'{name}' is not a chat endpoint.", content_type="text/plain")
+    try:
+        index = int(request.GET.get("pane", "0"))
+    except ValueError:
+        return HttpResponseBadRequest("'pane' must be a number.", content_type="text/plain")
+    ctx = pane_context(index, {"endpoint": name, "system": "", "params": {}, "turns": []}, endpoints)
+    return render(request, "playground/_pane.html", ctx)
+
+
+# --- conversations ----------------------------------------------------------------------------
+
+def conversation_list(request: HttpRequest, current: int | None = None) -> HttpResponse:
+    return render(request, "playground/_conversations.html", {
+        "conversations": request.user.conversations.all()[:100], "current": current,
+    })
+
+
+@login_required
+@require_GET
+def conversations(request: HttpRequest) -> HttpResponse:
+    current = request.GET.get("current")
+    return conversation_list(request, int(current) if current and current.isdigit() else None)
+
+
+@login_required
+@require_POST
+def rename(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    title = " ".join(request.POST.get("title", "").split())[:200]
+    if title:
+        conversation.title = title
+        conversation.save(update_fields=["title", "updated_at"])
+    return conversation_list(request, pk)
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=pk, user=request.user)
+    conversation.delete()
+    return conversation_list(request)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+@login_required
+@require_POST
+def upload_images(request: HttpRequest) -> HttpResponse:
+    """Run each uploaded file through the API's image pipeline; thumbnails with what will be sent.
+
+    Answers 400 (with the same readable partial) when no file came or one is not an image; the
+    files that did pass are kept and shown.
+    """
+    files = request.FILES.getlist("images")
+    uploaded, errors = [], []
+    if not files:
+        errors.append("Choose an image file (JPEG, PNG, GIF or WebP).")
+    for number, upload in enumerate(files[:MAX_IMAGES]):
+        name = upload.name or f"image {number + 1}"
+        if upload.size > MAX_UPLOAD_BYTES:
+            errors.append(f"{name}: the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB.")
+            continue
+        try:
+            prepared = pipeline.prepare_image(upload.read(), number)
+        except ServingError as exc:
+            errors.append(f"{name}: {exc.message}")
+            continue
+        report = prepared.report()
+        image = PlaygroundImage.objects.create(user=request.user, name=name[:255], data_url=prepared.data_url, report=report)
+        uploaded.append({"id": str(image.id), "name": image.name, **report})
+    if len(files) > MAX_IMAGES:
+        errors.append(f"At most {MAX_IMAGES} images per message; the rest were not attached.")
+    return render(request, "playground/_thumbs.html", {"images": uploaded, "errors": errors},
+                  status=400 if errors and not uploaded else 200)
+
+
+@login_required
+@require_GET
+def image(request: HttpRequest, pk) -> HttpResponse:
+    """The image as it is sent to the model (the thumbnails show exactly that)."""
+    found = get_object_or_404(PlaygroundImage, pk=pk, user=request.user)
+    header, _, payload = found.data_url.partition(",")
+    media_type = header[5:].split(";")[0] or "application/octet-stream"
+    response = HttpResponse(base64.b64decode(payload), content_type=media_type)
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+# --- Get code ---------------------------------------------------------------------------------
+
+@login_required
+@require_POST
+def code(request: HttpRequest) -> HttpResponse:
+    """The current pane's request as OpenAI-Python and curl: its system prompt, its own thread, the prompt."""
+    try:
+        data = json.loads(request.body)
+        index = int(data.get("pane", 0))
+        spec = {"endpoint": str(data["endpoint"]), "system": str(data.get("system") or ""),
+                "params": dict(data.get("params") or {})}
+    except (ValueError, KeyError, TypeError):
+        return HttpResponseBadRequest("Malformed request for Get code.", content_type="text/plain")
+    history: list = []
+    conversation_id = data.get("conversation")
+    if isinstance(conversation_id, int):
+        conversation = Conversation.objects.filter(pk=conversation_id, user=request.user).first()
+        if conversation is not None and index < len(conversation.panes):
+            history = conversation.panes[index].get("messages", [])
+    images = PlaygroundImage.objects.filter(pk__in=[i for i in data.get("images") or [] if isinstance(i, str)][:MAX_IMAGES],
+                                            user=request.user) if data.get("images") else []
+    prompt = str(data.get("prompt") or "Hello!")
+    body = request_body({**spec, "messages": history},
+                        {"role": "user", "content": user_content(prompt, [{"data_url": i.data_url} for i in images])})
+    body = shorten_images(body)
+    for name in ("stream", "stream_options"):  # the shown code asks for the whole answer
+        body.pop(name, None)
+    messages = body.pop("messages")
+    extra = {k: body.pop(k) for k in ("thinking",) if k in body}
+    return render(request, "playground/_code.html", {
+        "endpoint": spec["endpoint"],
+        "host": request.build_absolute_uri("/").rstrip("/"),
+        "messages": pprint.pformat(messages, indent=1, width=100, sort_dicts=False),
+        "kwargs": [(k, repr(v)) for k, v in body.items()],
+        "extra_body": repr(extra) if extra else "",
+        "curl_body": json.dumps({"messages": messages, **body, **extra}, indent=2, ensure_ascii=False),
+    })
+
+
+def shorten_images(value: Any) -> Any:
+    """Data URLs cut to a readable stub in shown code (the real request carries the whole image)."""
+    if isinstance(value, dict):
+        return {k: shorten_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten_images(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
+        return value[:48] + "…"
+    return value

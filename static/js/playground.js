@@ -1,0 +1,205 @@
+// The AI Playground's page script: a WebSocket to /ws/playground/, panes, attachments, Get code.
+// Model and user text arrives two ways only: raw deltas appended as text nodes (never parsed as
+// HTML), and partials the server rendered through autoescaping and its Markdown sanitiser.
+(() => {
+  "use strict";
+  const root = document.getElementById("playground");
+  if (!root) return;
+  const $ = (sel, el = document) => el.querySelector(sel);
+  const $$ = (sel, el = document) => Array.from(el.querySelectorAll(sel));
+  const csrf = () => (document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/) || [])[1] ||
+    JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+  const prompt = $("#prompt"), sendBtn = $("#send"), stopBtn = $("#stop"), status = $("#ws-status");
+  const composerError = $("#composer-error"), attachments = $("#attachments");
+  let socket = null, busy = false;
+  const timers = {};
+
+  // --- the socket -----------------------------------------------------------------------
+  function connect() {
+    socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/playground/");
+    socket.onopen = () => { status.textContent = ""; };
+    socket.onclose = (e) => {
+      setBusy(false);
+      if (e.code === 4401) { status.textContent = "Signed out: reload the page to sign in."; return; }
+      status.textContent = "Connection lost; reconnecting…";
+      setTimeout(connect, 1000);
+    };
+    socket.onmessage = (e) => handle(JSON.parse(e.data));
+  }
+
+  function handle(msg) {
+    const thread = msg.pane !== undefined ? document.getElementById("thread-" + msg.pane) : null;
+    switch (msg.type) {
+      case "conversation":
+        root.dataset.conversation = msg.id;
+        history.replaceState(null, "", "?c=" + msg.id);
+        refreshConversations();
+        break;
+      case "turn":
+        if (!thread) break;
+        thread.insertAdjacentHTML("beforeend", msg.html);  // server-rendered, autoescaped
+        thread.scrollTop = thread.scrollHeight;
+        break;
+      case "delta": {
+        const turn = thread && $(".turn[data-streaming]:last-of-type", thread);
+        if (!turn) break;
+        if (msg.reasoning) {
+          const details = $(".reasoning", turn);
+          details.hidden = false;
+          $(".reply", turn).classList.add("has-reasoning");
+          $(".reasoning-text", details).append(msg.reasoning);  // a text node
+          startTimer(turn);
+        }
+        if (msg.text) {
+          stopTimer(turn.id);
+          $(".answer-raw", turn).append(msg.text);  // a text node
+        }
+        thread.scrollTop = thread.scrollHeight;
+        break;
+      }
+      case "done": {
+        stopTimer(msg.id);
+        const turn = document.getElementById(msg.id);
+        if (turn) turn.outerHTML = msg.html;  // server-rendered: autoescaped + sanitised Markdown
+        break;
+      }
+      case "idle":
+        setBusy(false);
+        refreshConversations();
+        break;
+      case "error":
+        composerError.textContent = msg.message;
+        if (!Object.keys(timers).length) setBusy(false);
+        break;
+    }
+  }
+
+  function startTimer(turn) {
+    if (timers[turn.id]) return;
+    const started = performance.now(), label = $(".thinking-timer", turn);
+    timers[turn.id] = setInterval(() => {
+      label.textContent = "thinking… " + ((performance.now() - started) / 1000).toFixed(1) + " s";
+    }, 100);
+  }
+  function stopTimer(id) { clearInterval(timers[id]); delete timers[id]; }
+
+  function setBusy(on) {
+    busy = on;
+    sendBtn.disabled = on;
+    stopBtn.disabled = !on;
+  }
+
+  // --- sending ----------------------------------------------------------------------------
+  function paneSettings(pane) {
+    const field = (name) => $(`[name="${name}"]`, pane);
+    const num = (name) => (field(name).value.trim() === "" ? null : Number(field(name).value));
+    return {
+      system: field("system").value,
+      params: {
+        temperature: num("temperature"), max_tokens: num("max_tokens"), top_p: num("top_p"),
+        stop: field("stop").value.split("\n").filter(Boolean),
+        thinking: field("thinking").checked, budget_tokens: num("budget_tokens"),
+      },
+    };
+  }
+  function paneRequest(pane) {
+    const same = $("#same-settings").checked ? paneSettings($$(".pane")[0]) : paneSettings(pane);
+    return { pane: Number(pane.dataset.pane), endpoint: pane.dataset.endpoint, ...same };
+  }
+  const imageIds = () => $$("[data-image-id]", attachments).map((el) => el.dataset.imageId);
+  const conversationId = () => (root.dataset.conversation ? Number(root.dataset.conversation) : null);
+
+  $("#composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    composerError.textContent = "";
+    const panes = $$(".pane");
+    if (!panes.length) { composerError.textContent = "Add a pane first."; return; }
+    if (!prompt.value.trim() && !imageIds().length) { composerError.textContent = "Write a prompt first."; return; }
+    if (!socket || socket.readyState !== WebSocket.OPEN) { composerError.textContent = "Not connected yet; try again in a moment."; return; }
+    socket.send(JSON.stringify({
+      type: "send", conversation: conversationId(), prompt: prompt.value, images: imageIds(), panes: panes.map(paneRequest),
+    }));
+    prompt.value = "";
+    attachments.replaceChildren();
+    root.classList.remove("has-images");
+    setBusy(true);
+  });
+  prompt.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); if (!busy) $("#composer").requestSubmit(); }
+  });
+  stopBtn.addEventListener("click", () => socket && socket.send(JSON.stringify({ type: "stop" })));
+  $$(".sample").forEach((b) => b.addEventListener("click", () => { prompt.value = b.dataset.prompt; prompt.focus(); }));
+
+  // --- panes ------------------------------------------------------------------------------
+  $("#add-pane").addEventListener("click", async () => {
+    // A removed pane's number is never reused: it names that pane's thread in the conversation.
+    const numbers = $$(".pane").map((p) => Number(p.dataset.pane));
+    const next = Math.max(Number(root.dataset.nextPane || 0), ...numbers.map((n) => n + 1));
+    root.dataset.nextPane = next + 1;
+    const url = root.dataset.paneUrl + "?" + new URLSearchParams({ endpoint: $("#new-endpoint").value, pane: next });
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (response.ok) $("#panes").insertAdjacentHTML("beforeend", await response.text());
+    else composerError.textContent = await response.text();
+  });
+  root.addEventListener("click", async (e) => {
+    const pane = e.target.closest(".pane");
+    if (e.target.closest(".remove-pane")) pane.remove();
+    else if (e.target.closest(".close-code")) $(".code", pane).replaceChildren();
+    else if (e.target.closest(".remove-image")) {
+      e.target.closest(".thumb").remove();
+      root.classList.toggle("has-images", imageIds().length > 0);
+    } else if (e.target.closest(".get-code")) {
+      const response = await fetch(root.dataset.codeUrl, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
+        body: JSON.stringify({ ...paneRequest(pane), conversation: conversationId(), prompt: prompt.value, images: imageIds() }),
+      });
+      $(".code", pane).innerHTML = await response.text();  // server-rendered, autoescaped
+    }
+  });
+  // "Same settings for all panes": an edit in one pane is mirrored into the others.
+  root.addEventListener("input", (e) => {
+    if (!$("#same-settings").checked || !e.target.closest(".settings")) return;
+    const name = e.target.name;
+    $$(`.pane .settings [name="${name}"]`).forEach((el) => {
+      if (el === e.target) return;
+      if (el.type === "checkbox") el.checked = e.target.checked; else el.value = e.target.value;
+    });
+  });
+
+  // --- images: picker, drag-and-drop, paste ---------------------------------------------
+  async function upload(files) {
+    const images = Array.from(files).filter((f) => f.size >= 0);
+    if (!images.length) return;
+    const form = new FormData();
+    images.forEach((f) => form.append("images", f, f.name || "pasted.png"));
+    composerError.textContent = "";
+    status.textContent = "Preparing images…";
+    const response = await fetch(root.dataset.uploadUrl, {
+      method: "POST", body: form, credentials: "same-origin", headers: { "X-CSRFToken": csrf() },
+    });
+    status.textContent = "";
+    attachments.insertAdjacentHTML("beforeend", await response.text());  // server-rendered, autoescaped
+    root.classList.toggle("has-images", imageIds().length > 0);
+  }
+  $("#image-input").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
+  const composer = $("#composer");
+  composer.addEventListener("dragover", (e) => { e.preventDefault(); composer.classList.add("dragging"); });
+  composer.addEventListener("dragleave", () => composer.classList.remove("dragging"));
+  composer.addEventListener("drop", (e) => {
+    e.preventDefault();
+    composer.classList.remove("dragging");
+    upload(e.dataTransfer.files);
+  });
+  prompt.addEventListener("paste", (e) => {
+    const files = Array.from(e.clipboardData.files || []);
+    if (files.length) { e.preventDefault(); upload(files); }
+  });
+
+  function refreshConversations() {
+    const url = root.dataset.conversationsUrl + "?current=" + (root.dataset.conversation || "");
+    if (window.htmx) htmx.ajax("GET", url, { target: "#conversations" });
+  }
+
+  connect();
+})();

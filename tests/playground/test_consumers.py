@@ -1,0 +1,257 @@
+"""The playground's WebSocket, through the real ASGI application (origin check, session auth)."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from PIL import Image
+
+from endpoints.config import apply, load_file, parse_text
+from endpoints.providers import http
+from endpoints.providers.local import LOCAL_MODELS, runtime_for
+from tests.conftest import ROOT
+from tests.fakes.openai_upstream import openai_upstream  # noqa: F401 (fixture)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+LOCAL = "local-smollm2-chat"
+FAKE = """
+endpoints:
+  - name: fake-chat
+    task: llm/v1/chat
+    served_entities:
+      - name: fake-entity
+        external_model:
+          name: a-vision-model
+          provider: openai-compatible
+          openai_config: {{openai_api_base: "{base}"}}
+"""
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def pool():
+    yield
+    await http.aclose_client()
+
+
+@pytest.fixture
+def fake(openai_upstream, db):  # noqa: F811
+    """The shipped endpoints plus ``fake-chat``, an OpenAI-compatible vendor that can see images."""
+    apply(load_file(ROOT / "endpoints.yaml") + parse_text(FAKE.format(base=openai_upstream.base_url)))
+    return openai_upstream
+
+
+@pytest.fixture
+def session_cookie(alice) -> str:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)
+    return client.cookies["sessionid"].value
+
+
+async def connect(cookie: str | None = None, origin: str = "http://testserver") -> tuple[WebsocketCommunicator, bool]:
+    from playground.asgi import application
+
+    headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
+    if cookie:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/playground/", headers=headers)
+    connected, _ = await communicator.connect(timeout=10)
+    return communicator, connected
+
+
+def pane(index: int, endpoint: str = LOCAL, **params) -> dict:
+    return {"pane": index, "endpoint": endpoint, "system": "", "params": {"temperature": 0, "max_tokens": 24, **params}}
+
+
+def send(prompt: str, *panes: dict, conversation=None, images=()) -> dict:
+    return {"type": "send", "conversation": conversation, "prompt": prompt, "images": list(images), "panes": list(panes)}
+
+
+async def until_idle(communicator: WebsocketCommunicator, timeout: float = 120) -> list[dict]:
+    """Every frame up to and including ``idle``."""
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == "idle":
+            return frames
+
+
+async def conversation_panes(conversation_id: int) -> list[dict]:
+    from playground.models import Conversation
+
+    return (await Conversation.objects.aget(pk=conversation_id)).panes
+
+
+async def test_it_refuses_anonymous_sockets(default_endpoints):
+    communicator, connected = await connect()
+    if connected:  # accepted, told why, then closed with 4401
+        assert (await communicator.receive_json_from())["type"] == "error"
+        assert (await communicator.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+async def test_it_rejects_a_foreign_origin(session_cookie):
+    communicator, connected = await connect(session_cookie, origin="https://evil.example")
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_malformed_and_oversize_messages_get_an_error_and_the_socket_stays_open(session_cookie):
+    communicator, connected = await connect(session_cookie)
+    assert connected
+    await communicator.send_to(text_data="{not json")
+    assert "not valid JSON" in (await communicator.receive_json_from())["message"]
+    await communicator.send_to(text_data=json.dumps({"type": "send", "prompt": "x" * 400_000, "panes": []}))
+    assert "too large" in (await communicator.receive_json_from())["message"]
+    await communicator.send_json_to({"type": "dance"})
+    assert "Unknown message type" in (await communicator.receive_json_from())["message"]
+    await communicator.send_json_to({"type": "send", "prompt": "hi", "panes": "all"})
+    assert "'panes'" in (await communicator.receive_json_from())["message"]
+    await communicator.send_json_to({"type": "stop"})  # still open: a stop with nothing running is fine
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_two_panes_stream_at_once_each_with_its_own_deltas(fake, session_cookie):
+    """A local pane and a slow vendor pane: both get deltas before either finishes."""
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Hi", pane(0, max_tokens=2)))  # load the model first
+    await until_idle(communicator)
+    fake.pieces = [f"w{i} " for i in range(60)]
+    fake.chunk_delay = 0.05
+    await communicator.send_json_to(send("Write a long story about a dragon.", pane(0, max_tokens=48), pane(1, "fake-chat")))
+    frames = await until_idle(communicator)
+    order = [(f["type"], f.get("pane")) for f in frames if f["type"] in ("delta", "done")]
+    assert all("pane-error" not in f["html"] for f in frames if f["type"] == "done"), [f["html"] for f in frames if f["type"] == "done"]
+    first_done = next(i for i, (kind, _) in enumerate(order) if kind == "done")
+    assert {p for kind, p in order[:first_done] if kind == "delta"} == {0, 1}, order
+    # Coalesced: far fewer frames than the 30 pieces of the vendor pane, yet several of them.
+    vendor_deltas = [f for f in frames if f["type"] == "delta" and f["pane"] == 1]
+    assert 2 <= len(vendor_deltas) < 60
+    assert "".join(f["text"] for f in vendor_deltas) == "".join(fake.pieces)
+    done = {f["pane"]: f["html"] for f in frames if f["type"] == "done"}
+    assert "w59" in done[1] and "TTFT" in done[1] and "tok/s" in done[1]
+    await communicator.disconnect()
+
+
+async def test_each_pane_keeps_only_its_own_answers(fake, session_cookie):
+    fake.pieces = ["VENDOR-ANSWER"]
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Say hello.", pane(0), pane(1, "fake-chat")))
+    frames = await until_idle(communicator)
+    conversation_id = next(f["id"] for f in frames if f["type"] == "conversation")
+    await communicator.send_json_to(send("And again.", pane(0), pane(1, "fake-chat"), conversation=conversation_id))
+    await until_idle(communicator)
+
+    panes = await conversation_panes(conversation_id)
+    local, vendor = panes[0]["messages"], panes[1]["messages"]
+    assert [m["role"] for m in local] == [m["role"] for m in vendor] == ["user", "assistant"] * 2
+    assert all("VENDOR-ANSWER" not in json.dumps(m) for m in local)
+    assert all(m["content"] == "VENDOR-ANSWER" for m in vendor if m["role"] == "assistant")
+    # The vendor saw its own earlier answer, not the local model's.
+    sent = fake.last_request.json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == "VENDOR-ANSWER"
+    assert len(panes[0]["turns"]) == len(panes[1]["turns"]) == 2
+    await communicator.disconnect()
+
+
+async def test_stop_cancels_every_pane_and_generation_stops(fake, session_cookie):
+    runtime = runtime_for(LOCAL_MODELS["smollm2-135m-instruct"])
+    fake.pieces = [f"w{i} " for i in range(200)]
+    fake.chunk_delay = 0.05
+    communicator, _ = await connect(session_cookie)
+    # Load the model first so the measurement is about generation only.
+    await communicator.send_json_to(send("Hi", pane(0, max_tokens=2)))
+    await until_idle(communicator)
+    before = runtime.stats()["tokens_sampled"]
+
+    await communicator.send_json_to(send("Write a very long story about a dragon and a knight.",
+                                         pane(0, max_tokens=400, temperature=0.7), pane(1, "fake-chat")))
+    seen: set[int] = set()
+    frames = []
+    while seen != {0, 1}:
+        frame = await communicator.receive_json_from(timeout=60)
+        frames.append(frame)
+        if frame["type"] == "delta":
+            seen.add(frame["pane"])
+    await communicator.send_json_to({"type": "stop"})
+    frames += await until_idle(communicator, timeout=10)
+    await asyncio.sleep(0.5)
+    sampled = runtime.stats()["tokens_sampled"] - before
+    local_text = "".join(f["text"] for f in frames if f["type"] == "delta" and f["pane"] == 0)
+
+    done = [f for f in frames if f["type"] == "done"]
+    assert {f["pane"] for f in done} == {0, 1} and all("Stopped." in f["html"] for f in done)
+    assert sampled < 200, f"{sampled} tokens were generated: generation went on after Stop"
+    assert len(local_text) > 0
+    assert fake.wait_for_disconnect(5)  # the vendor's stream was closed too
+    await communicator.disconnect()
+
+
+async def test_thinking_sends_reasoning_before_text(default_endpoints, session_cookie):
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Why is the sky blue?", pane(0, max_tokens=40, thinking=True, budget_tokens=12)))
+    frames = await until_idle(communicator)
+    deltas = [f for f in frames if f["type"] == "delta"]
+    first_text = next(i for i, f in enumerate(deltas) if f["text"])
+    assert deltas[0]["reasoning"] and not any(f["reasoning"] for f in deltas[first_text + 1:])
+    done = next(f for f in frames if f["type"] == "done")
+    assert 'class="reasoning"' in done["html"] and "Thought for" in done["html"]
+    conversation_id = next(f["id"] for f in frames if f["type"] == "conversation")
+    answer = (await conversation_panes(conversation_id))[0]["messages"][1]["content"]
+    assert answer[0]["type"] == "reasoning" and answer[0]["summary"][0]["signature"]
+    # The signed reasoning goes back with the next turn and verifies.
+    await communicator.send_json_to(send("And at sunset?", pane(0, max_tokens=40, thinking=True, budget_tokens=12),
+                                         conversation=conversation_id))
+    frames = await until_idle(communicator)
+    assert "pane-error" not in next(f for f in frames if f["type"] == "done")["html"]
+    await communicator.disconnect()
+
+
+async def test_an_error_shows_in_the_pane_that_hit_it_only(fake, session_cookie):
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Hello", pane(0, temperature=9), pane(1, "fake-chat")))
+    frames = await until_idle(communicator)
+    done = {f["pane"]: f["html"] for f in frames if f["type"] == "done"}
+    assert "pane-error" in done[0] and "temperature" in done[0] and "INVALID_PARAMETER_VALUE" in done[0]
+    assert "pane-error" not in done[1] and "world" in done[1]
+    await communicator.disconnect()
+
+
+async def test_a_vendor_rate_limit_is_readable_in_its_pane(fake, session_cookie):
+    fake.fail(429, "slow down", headers={"Retry-After": "7"})
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Hello", pane(0, "fake-chat")))
+    frames = await until_idle(communicator)
+    html = next(f for f in frames if f["type"] == "done")["html"]
+    assert "REQUEST_LIMIT_EXCEEDED" in html and "429" in html
+    await communicator.disconnect()
+
+
+async def test_images_go_to_panes_that_can_see_and_others_say_so(fake, alice, session_cookie):
+    from endpoints.images import prepare_image
+    from playground.models import PlaygroundImage
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 2000), (10, 200, 30)).save(buffer, "PNG")
+    prepared = prepare_image(buffer.getvalue())
+    image = await PlaygroundImage.objects.acreate(user=alice, name="big.png", data_url=prepared.data_url, report=prepared.report())
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("What is this?", pane(0), pane(1, "fake-chat"), images=[str(image.id)]))
+    frames = await until_idle(communicator)
+    done = {f["pane"]: f["html"] for f in frames if f["type"] == "done"}
+    assert "cannot see images" in done[0] and "pane-error" not in done[0]
+    # The 1,600-token rule binds before the 1568 px one for 3000×2000: 1341×894 is sent.
+    assert "3000×2000 → 1341×894" in done[1]
+    parts = fake.last_request.json["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"]
+    await communicator.disconnect()
