@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import shot
@@ -100,3 +102,13 @@ def test_it_sends_anonymous_visitors_to_sign_in(anonymous_page):
     anonymous_page.wait_for_url(lambda url: "/login/?next=" in url)
     expect(anonymous_page.get_by_role("button", name="Sign in")).to_be_visible()
     shot(anonymous_page, "pages-00-sign-in")
+
+
+@pytest.mark.parametrize("path", ["/endpoints/", "/endpoints/local-smollm2-chat/", "/playground/", "/tokens/"])
+def test_pages_fit_a_phone_screen_without_scrolling_sideways(page, path):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    shot(page, "narrow" + path.replace("/", "-").rstrip("-"))
+    assert overflow <= 1, f"{path} is {overflow}px wider than the screen"
