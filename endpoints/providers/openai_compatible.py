@@ -175,10 +175,13 @@ def chat_events(chunk: dict[str, Any]) -> list[Event]:
             for position, call in enumerate(delta.get("tool_calls") or ()):
                 function = call.get("function") or {}
                 arguments = function.get("arguments")
+                if arguments is None:
+                    arguments = ""
+                elif not isinstance(arguments, str):  # some servers send the object itself
+                    arguments = orjson.dumps(arguments).decode()
                 events.append(ToolCallDelta(
                     call=call.get("index", position), index=index, id=call.get("id"), name=function.get("name"),
-                    arguments=arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
-                    if arguments is not None else "",
+                    arguments=arguments,
                 ))
         reason = choice.get("finish_reason")
         if reason:

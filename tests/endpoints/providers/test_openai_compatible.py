@@ -585,3 +585,15 @@ def test_thinking_is_a_400_naming_it_for_an_openai_compatible_server(openai_upst
     with pytest.raises(ServingError) as info:
         check_supported(Endpoint(), provider, request)
     assert info.value.status == 400 and "'thinking'" in info.value.message
+
+
+def test_it_reads_tool_call_arguments_sent_as_an_object_or_left_out():
+    chunk = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}},
+        {"id": "call_b", "type": "function", "function": {"name": "g"}},
+    ]}, "finish_reason": "tool_calls"}]}
+    assert chat_events(chunk) == [
+        ToolCallDelta(call=0, index=0, id="call_a", name="f", arguments='{"x":1}'),
+        ToolCallDelta(call=1, index=0, id="call_b", name="g", arguments=""),
+        Finish("tool_calls", 0),
+    ]
