@@ -18,23 +18,17 @@ from typing import Any, AsyncIterator
 
 from . import images, registry
 from .errors import ServingError, invalid
-from .images import PreparedImage
 from .events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from .images import PreparedImage
 from .providers import get_provider
 from .providers.base import EntitySpec, Provider
 from .registry import Endpoint
 from .schemas import CHAT, COMPLETIONS, EMBEDDINGS, ChatRequest, CompletionRequest, EmbeddingsRequest, Request, parse
+from .structured import ToolCall
 
 log = logging.getLogger("fondasi.queries")
 
 _ID_PREFIX = {CHAT: "chatcmpl-", COMPLETIONS: "cmpl-", EMBEDDINGS: "emb-"}
-
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text
 
 
 @dataclass
@@ -182,7 +176,7 @@ async def collect(events: AsyncIterator[Event]) -> Result:
     choices: dict[int, Choice] = {}
     parts: dict[int, list[str]] = {}
     thoughts: dict[int, list[str]] = {}
-    calls: dict[tuple[int, int], ToolCall] = {}
+    calls: dict[tuple[int, int], dict[str, Any]] = {}  # (choice, call) -> id, name, argument pieces
     usage = Usage(0, 0)
     async for event in events:
         kind = type(event)
@@ -195,18 +189,17 @@ async def collect(events: AsyncIterator[Event]) -> Result:
             if event.signature is not None:
                 choice.signature = event.signature
         elif kind is ToolCallDelta:
-            choice = choices.setdefault(event.index, Choice(event.index))
-            call = calls.get((event.index, event.call))
-            if call is None:
-                call = calls[(event.index, event.call)] = ToolCall(event.id or "", event.name or "", "")
-                choice.tool_calls.append(call)
-            call.id = event.id or call.id
-            call.name = event.name or call.name
-            call.arguments += event.arguments
+            choices.setdefault(event.index, Choice(event.index))
+            call = calls.setdefault((event.index, event.call), {"id": "", "name": "", "arguments": []})
+            call["id"] = event.id or call["id"]
+            call["name"] = event.name or call["name"]
+            call["arguments"].append(event.arguments)
         elif kind is Finish:
             choices.setdefault(event.index, Choice(event.index)).finish_reason = event.reason
         elif kind is Usage:
             usage = event
+    for (index, _), call in sorted(calls.items()):
+        choices[index].tool_calls.append(ToolCall(call["id"], call["name"], "".join(call["arguments"])))
     for index, choice in choices.items():
         choice.text = "".join(parts.get(index, ()))
         if index in thoughts:
