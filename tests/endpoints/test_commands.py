@@ -62,11 +62,16 @@ def test_create_token_prints_the_token_alone_on_its_last_line_and_stores_only_a_
     assert token.token_hash == hash_token(value) and value not in (token.token_hash, token.hint)
 
 
-def test_bootstrap_creates_a_token_only_on_an_empty_database():
+def test_bootstrap_creates_a_token_and_a_sign_in_only_on_an_empty_database():
+    from django.contrib.auth import authenticate
+
     first = run("bootstrap")
-    assert "First run" in first and first.strip().splitlines()[-1].startswith("dapi")
+    lines = first.strip().splitlines()
+    assert "First run" in first and any(line.startswith("dapi") for line in lines)
+    password = lines[-1].split("with password ", 1)[1].split(" ", 1)[0]
+    assert authenticate(username="admin", password=password) is not None
     second = run("bootstrap")
-    assert "dapi" not in second
+    assert "dapi" not in second and "password" not in second
     assert AccessToken.objects.count() == 1
 
 
