@@ -35,6 +35,25 @@ DEFAULT_PARAMS = {"temperature": 0.7, "max_tokens": 256, "top_p": "", "stop": ""
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one file; the pipeline then scales it down
 
 
+def example_prompts(limit: int = 12) -> list[tuple[str, str, str]]:
+    """The chat endpoints' example inputs as one-click prompts: (name, endpoint, last user message).
+
+    Only text prompts are offered; an example whose last user turn holds images or parts stays in
+    the endpoint's Query dialog.
+    """
+    from endpoints.models import ExampleInput
+
+    prompts = []
+    for example in ExampleInput.objects.filter(endpoint__task=CHAT).select_related("endpoint")[:100]:
+        messages = example.body.get("messages") if isinstance(example.body, dict) else None
+        users = [m for m in messages or () if isinstance(m, dict) and m.get("role") == "user"]
+        if users and isinstance(users[-1].get("content"), str) and users[-1]["content"].strip():
+            prompts.append((example.name, example.endpoint.name, users[-1]["content"]))
+        if len(prompts) == limit:
+            break
+    return prompts
+
+
 def chat_endpoints() -> list[dict[str, Any]]:
     """Every chat endpoint, by name, with whether its model can see images."""
     return [
@@ -72,6 +91,7 @@ def playground(request: HttpRequest) -> HttpResponse:
         "conversation": conversation,
         "conversations": request.user.conversations.all()[:100],
         "samples": SAMPLE_PROMPTS,
+        "examples": example_prompts(),
     })
 
 

@@ -136,3 +136,16 @@ def test_markdown_from_a_model_cannot_carry_script_urls_or_handlers():
     )))
     assert not [a for a in parser.found if a[1].startswith("on") or a[2].startswith(("javascript:", "data:"))]
     assert ("a", "href", "https://example.com") in parser.found  # ordinary links still work
+
+
+def test_endpoint_example_inputs_are_one_click_prompts(signed_in):
+    from endpoints.models import ExampleInput, ServingEndpoint
+
+    chat = ServingEndpoint.objects.create(name="chat-x", task="llm/v1/chat")
+    embed = ServingEndpoint.objects.create(name="embed-x", task="llm/v1/embeddings")
+    ExampleInput.objects.create(endpoint=chat, name="Ask <b>politely</b>", body={"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi & bye"}]})
+    ExampleInput.objects.create(endpoint=embed, name="Vectors", body={"input": ["a"]})
+    html = signed_in.get("/playground/").content.decode()
+    assert 'data-prompt="Say hi &amp; bye"' in html and "Ask &lt;b&gt;politely&lt;/b&gt;" in html
+    assert "Vectors" not in html  # not a chat example
