@@ -16,8 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
-def fondasi(endpoints_file: Path | None = None, cpu: str | None = None, env: dict | None = None):
-    """Yield (base_url, token, pid) of a fresh server; stop it afterwards."""
+def fondasi(endpoints_file: Path | None = None, cpu: str | None = None, env: dict | None = None,
+            user: tuple[str, str] | None = None):
+    """Yield (base_url, token, pid) of a fresh server; stop it afterwards.
+
+    ``user``: an optional (username, password) made a superuser, to sign in to the pages.
+    """
     var = Path(tempfile.mkdtemp(prefix="fondasi-bench-"))
     environ = {**os.environ, "FONDASI_VAR_DIR": str(var), "LOG_LEVEL": "WARNING",
                "FONDASI_ENDPOINTS_FILE": str(endpoints_file or ROOT / "endpoints.yaml"), **(env or {})}
@@ -25,6 +29,9 @@ def fondasi(endpoints_file: Path | None = None, cpu: str | None = None, env: dic
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=environ, check=True, capture_output=True)
     subprocess.run([*manage, "load_endpoints"], env=environ, check=True, capture_output=True)
+    if user is not None:
+        subprocess.run([*manage, "createsuperuser", "--noinput", "--username", user[0], "--email", f"{user[0]}@example.com"],
+                       env={**environ, "DJANGO_SUPERUSER_PASSWORD": user[1]}, check=True, capture_output=True)
     out = subprocess.run([*manage, "create_token", "--name", "bench"], env=environ, check=True, capture_output=True, text=True)
     token = out.stdout.strip().splitlines()[-1]
     with socket.socket() as sock:
