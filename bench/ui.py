@@ -32,7 +32,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,20 +64,11 @@ class _TimedHandler(_Handler):
 class TimedUpstream(FakeOpenAIUpstream):
     """The fake vendor, noting the wall-clock time each streamed event was written."""
 
+    handler = _TimedHandler
+
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[tuple[float, bytes]] = []
-
-    def start(self) -> "TimedUpstream":
-        from http.server import ThreadingHTTPServer
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _TimedHandler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
 
     def pieces_by_model(self) -> dict[str, list[tuple[float, str]]]:
         """{model: [(sent time, content piece), …]} of the non-empty text pieces, in order."""

@@ -68,6 +68,9 @@ class ClientGone(Exception):
 
 
 class FakeOpenAIUpstream:
+    #: the request handler class (set after its definition below); a subclass may use its own
+    handler: type
+
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
@@ -112,7 +115,7 @@ class FakeOpenAIUpstream:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "FakeOpenAIUpstream":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
@@ -279,6 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ClientGone
                 time.sleep(left)  # the client sent more (a pipelined request): just wait
                 return
+
+
+FakeOpenAIUpstream.handler = _Handler
 
 
 def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wants_usage: bool) -> Iterator[dict[str, Any]]:
