@@ -36,6 +36,9 @@ class ServingEndpoint(models.Model):
         choices=[(s, s) for s in ("NOT_UPDATING", "IN_PROGRESS", "UPDATE_FAILED")],
     )
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.ADMIN)
+    # Governance settings set through the management API (stored now; enforced by a later issue).
+    rate_limits = models.JSONField(default=list, blank=True, help_text="Databricks' rate-limits list.")
+    ai_gateway = models.JSONField(default=dict, blank=True, help_text="Databricks' AI gateway configuration.")
     creator = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -138,3 +141,43 @@ class ExampleInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.endpoint_id})"
+
+
+class Secret(models.Model):
+    """A credential referenced as ``{{secrets/<scope>/<key>}}`` from provider configs.
+
+    Only the Fernet token of the value is stored (see :mod:`endpoints.secrets`); the value is
+    never shown again after it is put.
+    """
+
+    scope = models.CharField(max_length=100, validators=[RegexValidator(r"^[A-Za-z0-9_.-]+$")])
+    key = models.CharField(max_length=100, validators=[RegexValidator(r"^[A-Za-z0-9_.-]+$")])
+    ciphertext = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "key"]
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="unique_secret_per_scope")]
+
+    def __str__(self) -> str:
+        return f"{{{{secrets/{self.scope}/{self.key}}}}}"
+
+
+class ServicePrincipal(models.Model):
+    """A machine identity for OAuth machine-to-machine: a Django user plus client credentials.
+
+    The client secret is stored only as a hash and shown once. Access tokens it obtains from
+    the token endpoint are short-lived :class:`AccessToken` rows of its user.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, related_name="service_principal", on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=64, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user.get_username()} ({self.client_id})"
