@@ -94,6 +94,17 @@ DEFAULT_MAX_TOKENS = 256
 PREFILL_BATCH = 8
 # The longest batch a chat prompt's turn is evaluated in (a longer turn is split).
 PREFILL_MAX_BATCH = 512
+# Evaluated at load in one batch and in three, to learn whether batching changes the numbers.
+BATCH_PROBE = "Fondasi checks that llama.cpp gives the same numbers however a prompt is batched."
+
+
+def _batches(start: int, end: int) -> list[tuple[int, int]]:
+    """``[start, end)`` in batches of at most PREFILL_MAX_BATCH tokens, none of a single token
+    unless the whole range is one token."""
+    bounds = list(range(start, end, PREFILL_MAX_BATCH)) + [end]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        bounds[-2] -= 1
+    return list(zip(bounds, bounds[1:]))
 
 
 class Prompt(list):
@@ -372,6 +383,35 @@ class _LlamaModel:
         self.tokens_sampled = 0  # every token sampled since load, end-of-generation tokens included
         self._prefilled: list[int] = []  # the prompt whose batches are in the KV cache
         self._prefilled_cuts: tuple[int, ...] = ()  # and where its batches began
+        # Whether this build and CPU compute a token's numbers the same however the prompt is cut
+        # into batches: then any cached prefix can be reused (see _prefill). Measured, not assumed;
+        # LOCAL_LLM_EXACT_BATCHES=1 forces the turn-aligned mode.
+        self.batch_invariant = not setting("LOCAL_LLM_EXACT_BATCHES", 0) and self._batching_is_invariant()
+
+    def _batching_is_invariant(self) -> bool:
+        """Whether batches of two or more tokens give the numbers of one batch, cut anywhere.
+
+        The probe text is evaluated in one batch, then as a cache filled in another batch and
+        cut inside it, followed by batches of 2 and of the rest: the last token's logits must be
+        the same bits. (A batch of one token takes another code path in llama.cpp and differs:
+        see _prefill_any_prefix.)
+        """
+        import numpy as np
+
+        llm = self.llm
+        tokens = self._tokens(BATCH_PROBE)
+        logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()  # noqa: E731
+        llm.reset()
+        llm.eval(tokens)
+        whole = logits()
+        llm.reset()
+        llm.eval(tokens[:9])
+        llm.n_tokens = 5  # keep the first 5 of that batch
+        llm.eval(tokens[5:7])
+        llm.eval(tokens[7:])
+        split = logits()
+        llm.reset()
+        return bool(np.array_equal(whole, split))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> Prompt:
         """The conversation rendered by the model's own template, cut where each turn opens.
@@ -428,17 +468,22 @@ class _LlamaModel:
         ))
 
     def _prefill(self, prompt: Prompt) -> None:
-        """Evaluate ``prompt`` into the KV cache, reusing whole batches of the previous prompt.
+        """Evaluate ``prompt`` into the KV cache, reusing what it shares with the previous prompt.
 
-        llama.cpp gives a token other logits when it is evaluated alone than in a batch (enough to
-        change a greedy answer), so llama-cpp-python's own prefix reuse, which replays the last
-        token alone, makes answers depend on earlier requests. Here a prompt is always evaluated
+        Where batching does not change llama.cpp's numbers (``batch_invariant``, measured at load),
+        any shared prefix is reused (:meth:`_prefill_any_prefix`). Elsewhere a token may get other
+        logits when it is evaluated alone than in a batch (enough to change a greedy answer), and
+        reusing a cache filled in other batches would make answers depend on earlier requests. In
+        that mode (the rest of this method) a prompt is always evaluated
         in the batches its ``cuts`` delimit (turn boundaries for a chat; multiples of
         ``PREFILL_BATCH`` otherwise), fresh or reused, and only batches the cached prompt shares
         exactly are reused: the numbers are those of a fresh evaluation, and a shared prefix (the
         system prompt, the earlier turns of a chat, the other choices of ``n``) is not evaluated
         again.
         """
+        if self.batch_invariant:
+            self._prefill_any_prefix(prompt)
+            return
         cuts = prompt.cuts
         common = 0
         for cached, token in zip(self._prefilled, prompt):
@@ -465,6 +510,32 @@ class _LlamaModel:
                 self.llm.eval(prompt[at : min(at + PREFILL_MAX_BATCH, end)])
             start = end
         self._prefilled, self._prefilled_cuts = list(prompt), cuts
+
+    def _prefill_any_prefix(self, prompt: Prompt) -> None:
+        """Evaluate ``prompt``, reusing the longest prefix it shares with the previous prompt.
+
+        Only when ``batch_invariant``: batches of two or more tokens then give the numbers of a
+        fresh evaluation in one batch, wherever they are cut. A token evaluated alone does not
+        (llama.cpp's single-token path), so generated tokens, which were evaluated one at a time,
+        are never reused, and what is evaluated here always goes in batches of at least two. The
+        reused prefix covers the system prompt, the earlier turns of a chat and the other choices
+        of ``n``, and the new part is one batch (one fixed cost, as llama-cpp-python's own chat).
+        """
+        llm = self.llm
+        common = 0
+        for cached, token in zip(self._prefilled, prompt):
+            if cached != token:
+                break
+            common += 1
+        keep = max(0, min(common, len(prompt) - 2))
+        self._prefilled, self._prefilled_cuts = [], ()
+        if keep:
+            llm.n_tokens = keep  # eval() drops the cache from n_tokens on
+        else:
+            llm.reset()
+        for start, end in _batches(keep, len(prompt)):
+            llm.eval(prompt[start:end])
+        self._prefilled = list(prompt)
 
     def _choice(self, job: Job, prompt: Prompt, s: Sampling, seed: int | None, index: int) -> tuple[int, int]:
         """Emit one choice's deltas and ``Finish``; return its (answer, reasoning) token counts.

@@ -170,17 +170,47 @@ async def test_temperature_zero_gives_the_same_text_twice():
     assert text_of(first) and text_of(first) == text_of(second)
 
 
+@pytest.fixture(params=["measured", "turn-aligned"])
+def kv_reuse_mode(request, monkeypatch):
+    """Both KV-reuse modes: the one measured at load, and turn-aligned batches (forced by setting)."""
+    if request.param == "turn-aligned":
+        monkeypatch.setenv("LOCAL_LLM_EXACT_BATCHES", "1")
+        monkeypatch.setattr(local, "_RUNTIMES", {})  # a model loaded with the setting
+        yield request.param
+        for runtime in list(local._RUNTIMES.values()):
+            runtime.close(timeout=60)
+    else:
+        yield request.param
+
+
 @pytest.mark.asyncio
-async def test_an_answer_does_not_depend_on_the_requests_before_it():
-    # Requests share the KV cache (the system prompt, an identical prompt); reuse must not change numbers.
-    async def answer(content: str) -> str:
-        return text_of(await collect(provider().chat(chat_request(content, max_tokens=12, temperature=0))))
+async def test_an_answer_does_not_depend_on_the_requests_before_it(kv_reuse_mode):
+    # Requests share the KV cache (the system prompt, an identical prompt, a previous answer);
+    # reuse must not change numbers.
+    async def answer(*turns: str) -> str:
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+        request = ChatRequest(messages=messages, max_tokens=12, temperature=0)
+        return text_of(await collect(provider().chat(request)))
 
     first = await answer("What is a mixture of experts model?")
     await answer("Why is the sky blue?")
     after_other = await answer("What is a mixture of experts model?")
     after_same = await answer("What is a mixture of experts model?")
     assert first == after_other == after_same
+    # A follow-up right after the turn it continues (its cache holds that turn and the answer)
+    # gets what it gets after an unrelated request.
+    follow_up = ("What is a mixture of experts model?", first, "Say it in five words.")
+    right_after = await answer(*follow_up)
+    await answer("List three uses of a paperclip.")
+    assert await answer(*follow_up) == right_after
+
+
+def test_the_model_measures_whether_batching_changes_its_numbers():
+    model = local.runtime_for(LOCAL_MODELS[SMOLLM2])
+    asyncio.run(collect(provider().chat(chat_request(max_tokens=1))))  # loads the model
+    # On the CPUs this project runs on, llama.cpp's numbers do not depend on batching; the
+    # measurement must find that (a regression in the probe would silently cost every prompt).
+    assert model.model.batch_invariant is True
 
 
 @pytest.mark.asyncio
