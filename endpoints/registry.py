@@ -5,13 +5,19 @@ A process re-reads it at most every ``REGISTRY_TTL_SECONDS`` and at once after a
 the same process. When the endpoints file changed on disk since this process last looked, it is
 applied first; a malformed file is logged with its line and the last good configuration keeps
 serving.
+
+Provider configs are resolved as they are read (:func:`endpoints.secrets.resolve`): providers
+receive secret values under their plain field names. A served entity whose secret cannot be read
+(it does not exist, or the secrets key changed) gets an empty config and a line in
+``Endpoint.problems`` saying how to fix it; every other endpoint keeps serving, and queries to
+that entity are refused with that line (``endpoints.service.prepare``).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from . import secrets
 from .errors import not_found
 from .providers.base import EntitySpec
 
@@ -38,6 +45,8 @@ class Endpoint:
     creator: str
     created_at: datetime
     updated_at: datetime
+    #: served entity name -> why it cannot be queried (a 400 naming the fix; never a secret value)
+    problems: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 _lock = threading.Lock()
@@ -97,23 +106,33 @@ def _read() -> dict[str, Endpoint]:
 
     if getattr(settings, "ENDPOINTS_AUTO_LOAD", True):
         sync_file()
+    read_secret = secrets.reader()
     out: dict[str, Endpoint] = {}
     for ep in ServingEndpoint.objects.prefetch_related("entities"):
+        entities: list[EntitySpec] = []
+        problems: dict[str, str] = {}
+        for e in ep.entities.all():
+            try:
+                config = secrets.resolve(e.config, read_secret)
+            except secrets.SecretsError as exc:
+                config = {}  # nothing half-resolved reaches a provider
+                problems[e.name] = f"Endpoint '{ep.name}' cannot be queried: served entity '{e.name}', {exc.message}"
+                if _snapshot.get(ep.name) is None or _snapshot[ep.name].problems.get(e.name) != problems[e.name]:
+                    log.warning("%s", problems[e.name])
+            entities.append(EntitySpec(name=e.name, provider=e.provider, model=e.model, task=ep.task, config=config))
         out[ep.name] = Endpoint(
             name=ep.name,
             task=ep.task,
             description=ep.description,
             tags=tuple((t.get("key", ""), t.get("value", "")) for t in ep.tags or ()),
-            entities=tuple(
-                EntitySpec(name=e.name, provider=e.provider, model=e.model, task=ep.task, config=e.config)
-                for e in ep.entities.all()
-            ),
+            entities=tuple(entities),
             ready=ep.ready,
             config_update=ep.config_update,
             source=ep.source,
             creator=ep.creator,
             created_at=ep.created_at,
             updated_at=ep.updated_at,
+            problems=problems,
         )
     return out
 

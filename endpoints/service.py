@@ -245,6 +245,8 @@ async def prepare(name: str, body: Any, *, expect_task: str | None = None, route
         )
     request = parse(endpoint.task, body, endpoint=name)
     entity = pick_entity(endpoint)
+    if entity.name in endpoint.problems:  # e.g. a secret its config refers to does not exist
+        raise invalid(endpoint.problems[entity.name])
     provider = get_provider(entity)
     check_supported(endpoint, provider, request)
     prepared = await prepare_images(request) if isinstance(request, ChatRequest) else []

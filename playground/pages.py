@@ -11,7 +11,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from django import forms
@@ -32,27 +32,9 @@ from endpoints.models import AccessToken, ExampleInput, ServingEndpoint
 from endpoints.providers import get_provider
 from endpoints.providers.base import EntitySpec
 from endpoints.schemas import CHAT, COMPLETIONS, EMBEDDINGS, TASKS
+from endpoints.secrets import is_credential, mask
 
 # --- helpers ----------------------------------------------------------------------------------
-
-#: A config key containing one of these holds a credential: it is masked wherever it is shown.
-SECRET_WORDS = ("key", "token", "secret", "password", "private")
-MASK = "••••"
-
-
-def mask_value(value: Any) -> str:
-    """``••••`` plus at most the last 4 characters: enough to recognise a key, never to use it.
-
-    Short values show no characters at all (four of eight would give half the secret away).
-    """
-    if isinstance(value, str) and len(value) >= 16:
-        return MASK + value[-4:]
-    return MASK
-
-
-def _is_secret(key: str) -> bool:
-    return any(word in key.lower() for word in SECRET_WORDS)
-
 
 # Provider metadata promises no secrets (``Provider.describe``); it is masked anyway, but counts
 # such as ``default_max_tokens`` are not credentials.
@@ -77,18 +59,21 @@ def _display(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def config_rows(config: Any, prefix: str = "", is_secret=_is_secret) -> list[tuple[str, str]]:
+def config_rows(config: Any, is_secret: Callable[[str], bool] = is_credential) -> list[tuple[str, str]]:
     """Flatten a provider config into ``(dotted key, shown value)`` rows with every secret masked:
-    a value under a key that ``is_secret`` (whatever its type), and credentials inside URLs."""
-    rows: list[tuple[str, str]] = []
+    a field whose dotted key ``is_secret`` (:func:`endpoints.secrets.mask`: a secret reference
+    shows as written), and credentials inside URLs."""
+    return _rows(mask(config, is_secret), "")
+
+
+def _rows(config: Any, prefix: str) -> list[tuple[str, str]]:
     if not isinstance(config, dict):
         return [(prefix or "value", _display(config))]
+    rows: list[tuple[str, str]] = []
     for key, value in config.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if is_secret(str(key)):
-            rows.append((path, mask_value(value)))
-        elif isinstance(value, dict) and value:
-            rows.extend(config_rows(value, path, is_secret))
+        if isinstance(value, dict) and value:
+            rows.extend(_rows(value, path))
         else:
             rows.append((path, _display(value)))
     return rows

@@ -169,6 +169,11 @@ REGISTRY_TTL_SECONDS = float(env("FONDASI_REGISTRY_TTL", "2"))
 TOKEN_CACHE_SECONDS = float(env("FONDASI_TOKEN_CACHE_TTL", "5"))
 # Sent as `workspace_id` in the Databricks start-up probe.
 WORKSPACE_ID = env("FONDASI_WORKSPACE_ID", "1000000000000001")
+# Secrets referenced from provider configs as {{secrets/<scope>/<key>}} are stored encrypted with
+# this Fernet key (endpoints/secrets.py); without one, a key file is made beside the database on
+# first use, readable by its owner only. Back it up with the database.
+SECRETS_KEY = env("FONDASI_SECRETS_KEY")
+SECRETS_KEY_FILE = Path(env("FONDASI_SECRETS_KEY_FILE", str(VAR_DIR / "secrets_key")))
 # Timeouts for external providers.
 PROVIDER_CONNECT_TIMEOUT = float(env("FONDASI_PROVIDER_CONNECT_TIMEOUT", "5"))
 PROVIDER_READ_TIMEOUT = float(env("FONDASI_PROVIDER_READ_TIMEOUT", "300"))

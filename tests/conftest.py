@@ -47,6 +47,12 @@ def api_client(headers: dict[str, str], **kwargs):
     return AsyncClient(**kwargs, **{name.upper().replace("-", "_"): value for name, value in headers.items()})
 
 
+@pytest.fixture(autouse=True)
+def _no_upstream_retries(monkeypatch):
+    # Error-mapping tests check the mapping, not the waiting; retries are tested in test_http_retry.py.
+    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
+
+
 @pytest.fixture
 def default_endpoints(db):
     """The three embedded endpoints of the shipped endpoints.yaml."""

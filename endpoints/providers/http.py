@@ -3,34 +3,47 @@
 - :func:`get_client` — one pooled ``httpx.AsyncClient`` per running event loop (an AsyncClient's
   connections belong to the loop that opened them; see the note on ``_clients``).
 - :func:`timeout` — ``httpx.Timeout`` from settings / environment, with a per-endpoint read timeout.
-- :func:`open_stream` — POST and hold the response open for streaming; an error status becomes a
-  :class:`~endpoints.errors.ServingError` *before* the caller sees the response, and transport
-  errors raised while the caller reads it are mapped too.
+- :func:`open_stream` — POST and hold the response open for streaming; failures that may pass
+  are retried first (below), an error status becomes a :class:`~endpoints.errors.ServingError`
+  *before* the caller sees the response, and transport errors raised while the caller reads it
+  are mapped too.
 - :func:`iter_sse` — server-sent events of a streamed response (parsed by ``httpx-sse``).
-- :func:`post_json` — a plain JSON POST (embeddings).
+- :func:`post_json` — a plain JSON POST (embeddings), retried and mapped the same way.
 - :func:`error_for_status`, :func:`error_for_exception`, :func:`error_for_payload` — how upstream
   failures map to our errors:
 
-  ===============================  ===========================================================
-  upstream                         ours
-  ===============================  ===========================================================
-  401 / 403                        400 INVALID_PARAMETER_VALUE "rejected the configured API key"
-                                   (the vendor's text is *not* echoed: it may quote the key)
-  408                              504 DEADLINE_EXCEEDED
-  429                              429 REQUEST_LIMIT_EXCEEDED, upstream ``Retry-After`` (default 1)
-  other 4xx                        400 INVALID_PARAMETER_VALUE with the vendor's message
-  5xx                              503 TEMPORARILY_UNAVAILABLE (retryable), upstream ``Retry-After``
-  connect error / connect timeout  503 "could not reach <url>"
-  pool timeout (our pool is full)  503
-  read / write timeout             504 DEADLINE_EXCEEDED
-  connection dropped mid-response  503
-  ===============================  ===========================================================
+  ===============================  =======  ==================================================
+  upstream                         retried  ours
+  ===============================  =======  ==================================================
+  401 / 403                        no       400 INVALID_PARAMETER_VALUE "rejected the configured
+                                            API key" (the vendor's text is *not* echoed: it
+                                            may quote the key)
+  408                              no       504 DEADLINE_EXCEEDED
+  429                              yes      429 REQUEST_LIMIT_EXCEEDED, upstream ``Retry-After``
+                                            (default 1)
+  other 4xx                        no       400 INVALID_PARAMETER_VALUE with the vendor's message
+  5xx                              yes      503 TEMPORARILY_UNAVAILABLE (retryable), upstream
+                                            ``Retry-After``
+  connect error / connect timeout  yes      503 "could not reach <url>"
+  pool timeout (our pool is full)  no       503
+  read / write timeout             no       504 DEADLINE_EXCEEDED
+  connection dropped mid-response  no       503
+  ===============================  =======  ==================================================
+
+Retries happen only before the response reaches the caller (so before any byte reaches our
+client), up to ``FONDASI_HTTP_RETRIES`` times. Each waits the vendor's ``Retry-After``, or else
+an exponential backoff with jitter (0.25–0.5 s, then 0.5–1 s, …), never more than
+``FONDASI_HTTP_RETRY_MAX_WAIT``: when the vendor asks for longer, its error is returned at once,
+with its ``Retry-After``, for the client to wait. A read timeout is not retried: a model too slow
+to answer would be paid for twice. Each retry is logged at INFO (the label, the URL without
+credentials, the status or the exception's type).
 
 Settings (a Django setting of the same name wins over the environment variable):
 ``FONDASI_HTTP_MAX_CONNECTIONS`` (200), ``FONDASI_HTTP_MAX_KEEPALIVE_CONNECTIONS`` (50),
 ``FONDASI_HTTP_KEEPALIVE_EXPIRY`` (30 s), ``FONDASI_HTTP_CONNECT_TIMEOUT`` (5 s),
 ``FONDASI_HTTP_READ_TIMEOUT`` (300 s), ``FONDASI_HTTP_WRITE_TIMEOUT`` (30 s),
-``FONDASI_HTTP_POOL_TIMEOUT`` (30 s).
+``FONDASI_HTTP_POOL_TIMEOUT`` (30 s), ``FONDASI_HTTP_RETRIES`` (2; 0 turns retries off),
+``FONDASI_HTTP_RETRY_MAX_WAIT`` (8 s).
 
 Secrets: callers pass the API keys they send as ``secrets``; they are scrubbed from every vendor
 text that reaches an error message, and no URL shown to a user keeps its userinfo or query string.
@@ -42,6 +55,7 @@ import email.utils
 import logging
 import math
 import os
+import random
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Iterable, Mapping
@@ -66,7 +80,11 @@ _DEFAULTS: dict[str, float] = {
     "FONDASI_HTTP_READ_TIMEOUT": 300.0,
     "FONDASI_HTTP_WRITE_TIMEOUT": 30.0,
     "FONDASI_HTTP_POOL_TIMEOUT": 30.0,
+    "FONDASI_HTTP_RETRIES": 2,
+    "FONDASI_HTTP_RETRY_MAX_WAIT": 8.0,
 }
+_MAY_BE_ZERO = frozenset({"FONDASI_HTTP_RETRIES"})
+RETRY_BASE_DELAY = 0.5  # seconds: the first backoff is 0.25–0.5 s, doubling after each retry
 
 
 def setting(name: str) -> float:
@@ -90,8 +108,8 @@ def setting(name: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number; got {value!r}") from None
-    if number <= 0:
-        raise ValueError(f"{name} must be positive; got {value!r}")
+    if number < 0 or (number == 0 and name not in _MAY_BE_ZERO):
+        raise ValueError(f"{name} must be {'zero or more' if name in _MAY_BE_ZERO else 'positive'}; got {value!r}")
     return number
 
 
@@ -171,20 +189,77 @@ async def open_stream(
 ) -> AsyncIterator[httpx.Response]:
     """POST ``body`` (JSON bytes) to ``url`` and yield the open response, status already checked.
 
-    Raises :class:`ServingError` for an error status (before yielding) and for transport errors
-    and timeouts, whether they happen while connecting or while the caller reads the response.
+    Connect failures, 429 and 5xx are retried before yielding (see the module docstring).
+    ``timeout`` None means the timeouts of the settings. Raises :class:`ServingError` for an error
+    status (before yielding) and for transport errors and timeouts, whether they happen while
+    connecting or while the caller reads the response.
     Leaving the block — normally, by an exception, by ``aclose()`` of an enclosing generator or
     by task cancellation — closes the response, which closes its connection if unread.
     """
     client = get_client()
     try:
-        async with client.stream("POST", url, content=body, headers=headers, timeout=timeout) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise error_for_status(label, response.status_code, response.content, response.headers, secrets=secrets)
+        response = await _send(client, label, url, body, headers, timeout, secrets)
+        try:
             yield response
+        finally:
+            await response.aclose()
     except httpx.HTTPError as exc:
         raise error_for_exception(label, url, exc) from exc
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    label: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout | None,
+    secrets: Iterable[str],
+) -> httpx.Response:
+    """POST until the vendor answers a success status, retrying what may pass (see the module
+    docstring); return that response, its body unread. Raises ServingError for a status or a
+    connect failure that is not retried (any more), httpx errors for other transport failures."""
+    attempt = 0
+    while True:
+        attempt += 1
+        request = client.build_request(
+            "POST", url, content=body, headers=headers, timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            wait = retry_wait(attempt, None)
+            if wait is None:
+                raise error_for_exception(label, url, exc) from exc
+            logger.info("%s at %s: %s; retry %d in %.2f s.", label, safe_url(url), type(exc).__name__, attempt, wait)
+        else:
+            if response.status_code < 400:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            status = response.status_code
+            retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+            wait = retry_wait(attempt, retry_after) if status == 429 or status >= 500 else None
+            if wait is None:
+                raise error_for_status(label, status, response.content, response.headers, secrets=secrets)
+            logger.info("%s answered HTTP %s; retry %d in %.2f s.", label, status, attempt, wait)
+        await asyncio.sleep(wait)
+
+
+def retry_wait(attempt: int, retry_after: float | None) -> float | None:
+    """Seconds to wait before retry number ``attempt`` (from 1), or None to give up now.
+
+    ``retry_after`` is what the vendor asked for, if it did: waited as asked unless it exceeds
+    ``FONDASI_HTTP_RETRY_MAX_WAIT``. Otherwise an exponential backoff with jitter, capped.
+    """
+    if attempt > setting("FONDASI_HTTP_RETRIES"):
+        return None
+    cap = setting("FONDASI_HTTP_RETRY_MAX_WAIT")
+    if retry_after is not None:
+        return retry_after if retry_after <= cap else None
+    return min(cap, RETRY_BASE_DELAY * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 async def post_json(
@@ -352,6 +427,12 @@ def _message_of(payload: Any) -> str:
 
 def _retry_after(value: str | None) -> int | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), at least 1."""
+    seconds = _retry_after_seconds(value)
+    return None if seconds is None else max(1, math.ceil(seconds))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), at least 0."""
     if not value:
         return None
     try:
@@ -364,4 +445,4 @@ def _retry_after(value: str | None) -> int | None:
         seconds = when.timestamp() - time.time()
     if math.isnan(seconds) or math.isinf(seconds):
         return None
-    return max(1, math.ceil(seconds))
+    return max(0.0, seconds)

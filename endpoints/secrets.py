@@ -1,0 +1,354 @@
+"""Secrets: provider credentials stored encrypted and referenced from provider configs.
+
+**Store.** A secret is a value under a scope and a key (each 1–100 letters, digits, ``.``, ``_``
+or ``-``). Only its Fernet token is stored (:class:`~endpoints.models.Secret`; Fernet is AES-128
+in CBC mode with an HMAC-SHA256, from ``cryptography``). The encryption key is
+``FONDASI_SECRETS_KEY`` (a Fernet key, e.g. from ``python -c "from cryptography.fernet import
+Fernet; print(Fernet.generate_key().decode())"``), or else the key file ``SECRETS_KEY_FILE``
+(``FONDASI_SECRETS_KEY_FILE``, default ``var/secrets_key`` beside the SQLite database), made on
+the first :func:`put`, readable by its owner only. Back the key up with the database: stored
+secrets cannot be read without it. Values go in with ``python manage.py secrets put`` or the
+admin, and never come back out to a person: :func:`list_secrets` gives scopes, keys and dates.
+
+**References.** In a served entity's provider config (Databricks' external-model format):
+
+- a string value that is exactly ``{{secrets/<scope>/<key>}}`` stands for that secret's value;
+- a field named ``<field>_plaintext`` gives ``<field>`` its value as written (for trying things
+  out: the value then sits in the config, the endpoints file and the database in clear).
+
+:func:`resolve` turns a config into what its provider receives (``EntitySpec.config``), at any
+depth: ``{"openai_api_key": "{{secrets/openai/key}}"}`` becomes ``{"openai_api_key": "sk-…"}``,
+``{"api_key_auth": {"key": "X-Key", "value_plaintext": "abc"}}`` becomes ``{"api_key_auth":
+{"key": "X-Key", "value": "abc"}}``. The registry resolves when it reads the database, so
+putting a secret again takes effect within ``REGISTRY_TTL_SECONDS`` everywhere, and at once in
+the process that put it.
+
+**Masking.** :func:`mask` is how a config is shown: references as written, credentials as
+``••••`` plus at most their last 4 characters (see :func:`is_credential` for which fields are
+credentials). No value reaches a log line, an error message or a repr.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # endpoints.models.Secret's scope and key
+NAME_RULE = "1–100 letters, digits, '.', '_' or '-'"
+REFERENCE = re.compile(r"\{\{secrets/([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})\}\}")
+PLAINTEXT = "_plaintext"
+MASK = "••••"
+#: stands in for a secret that cannot be read yet when a config is validated (:func:`declared`)
+PLACEHOLDER = "<secret>"
+
+
+class SecretsError(Exception):
+    """A secret cannot be stored or read, or a config refers to one wrongly.
+
+    The message says what to do; it names scopes, keys and fields, never a value.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MissingSecret(SecretsError):
+    """The secret does not exist."""
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """What may be shown about a stored secret."""
+
+    scope: str
+    key: str
+    updated_at: datetime
+
+    @property
+    def reference(self) -> str:
+        return reference(self.scope, self.key)
+
+
+def reference(scope: str, key: str) -> str:
+    return f"{{{{secrets/{scope}/{key}}}}}"
+
+
+def put_command(scope: str, key: str) -> str:
+    return f"python manage.py secrets put {scope} {key}"
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+def put(scope: str, key: str, value: str) -> bool:
+    """Store ``value`` under ``scope``/``key``, replacing any value there; True when it is new."""
+    from . import registry
+    from .models import Secret
+
+    check_name("scope", scope)
+    check_name("key", key)
+    _, created = Secret.objects.update_or_create(scope=scope, key=key, defaults={"ciphertext": encrypt(value)})
+    registry.invalidate()
+    return created
+
+
+def get(scope: str, key: str) -> str:
+    """The value of a secret. Raises :class:`MissingSecret`, or :class:`SecretsError` when the
+    secrets key cannot decrypt it."""
+    from .models import Secret
+
+    token = Secret.objects.filter(scope=scope, key=key).values_list("ciphertext", flat=True).first()
+    if token is None:
+        raise _missing(scope, key)
+    return _decrypt(scope, key, bytes(token))
+
+
+def delete(scope: str, key: str) -> None:
+    """Remove a secret; :class:`MissingSecret` when there is none."""
+    from . import registry
+    from .models import Secret
+
+    deleted, _ = Secret.objects.filter(scope=scope, key=key).delete()
+    if not deleted:
+        raise MissingSecret(f"Secret {reference(scope, key)} does not exist.")
+    registry.invalidate()
+
+
+def list_secrets(scope: str | None = None) -> list[SecretInfo]:
+    """Every stored secret (of ``scope``), by scope and key: names and dates, never values."""
+    from .models import Secret
+
+    rows = Secret.objects.order_by("scope", "key")
+    if scope is not None:
+        rows = rows.filter(scope=scope)
+    return [SecretInfo(*row) for row in rows.values_list("scope", "key", "updated_at")]
+
+
+def reader() -> Callable[[str, str], str]:
+    """A :func:`get` that reads all stored secrets in one query, on its first call (for resolving
+    a whole registry; a registry with no reference makes no query)."""
+    from .models import Secret
+
+    tokens: dict[tuple[str, str], bytes] | None = None
+
+    def read(scope: str, key: str) -> str:
+        nonlocal tokens
+        if tokens is None:
+            tokens = {(s, k): bytes(t) for s, k, t in Secret.objects.values_list("scope", "key", "ciphertext")}
+        token = tokens.get((scope, key))
+        if token is None:
+            raise _missing(scope, key)
+        return _decrypt(scope, key, token)
+
+    return read
+
+
+def check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SecretsError(f"A secret {kind} is {NAME_RULE}; got {name!r}.")
+
+
+def encrypt(value: str) -> bytes:
+    """The Fernet token stored for ``value`` (makes the key file on first use)."""
+    if not isinstance(value, str) or not value:
+        raise SecretsError("A secret's value must not be empty.")
+    return _fernet(create=True).encrypt(value.encode())
+
+
+def _missing(scope: str, key: str) -> MissingSecret:
+    return MissingSecret(
+        f"secret {reference(scope, key)} does not exist. Create it with `{put_command(scope, key)}` "
+        "(the value is read from stdin) or in the admin under Secrets."
+    )
+
+
+def _decrypt(scope: str, key: str, token: bytes) -> str:
+    fernet = _fernet(create=False)
+    if fernet is not None:
+        try:
+            return fernet.decrypt(token).decode()
+        except InvalidToken:
+            pass
+    raise SecretsError(
+        f"secret {reference(scope, key)} cannot be decrypted with the current secrets key ({_key_source()}): "
+        f"it was stored with another key. Restore that key, or store the secret again with `{put_command(scope, key)}`."
+    )
+
+
+def _key_source() -> str:
+    return "FONDASI_SECRETS_KEY" if settings.SECRETS_KEY else f"the key file {settings.SECRETS_KEY_FILE}"
+
+
+def _fernet(create: bool) -> Fernet | None:
+    """The Fernet of the configured key; None when there is no key file yet and ``create`` is false."""
+    if settings.SECRETS_KEY:
+        key = settings.SECRETS_KEY.encode()
+    else:
+        path = Path(settings.SECRETS_KEY_FILE)
+        if create and not path.exists():
+            _create_key_file(path)
+        try:
+            key = path.read_bytes().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SecretsError(f"Cannot read the secrets key file {path}: {exc.strerror}.") from None
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise SecretsError(
+            f"{_key_source()} does not hold a Fernet key (32 url-safe base64-encoded bytes). Generate one with "
+            '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.'
+        ) from None
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key to ``path``, readable by its owner only, unless another process just did.
+
+    The key is written to a temporary file (``mkstemp``: ``O_CREAT | O_EXCL``, mode 0600) that is
+    then linked to ``path`` — so no process ever reads a half-written key, and of two processes
+    making it at once the first wins and the other reads its key.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Fernet.generate_key())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return
+    finally:
+        os.unlink(tmp)
+    log.warning("Created the secrets key file %s: back it up with the database.", path)
+
+
+# --- references ----------------------------------------------------------------------------
+
+
+def parse_reference(value: Any) -> tuple[str, str] | None:
+    """``(scope, key)`` when ``value`` is a secret reference, else None."""
+    match = REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    return (match[1], match[2]) if match else None
+
+
+def resolve(config: Mapping[str, Any], get: Callable[[str, str], str] = get) -> dict[str, Any]:
+    """A new config with every reference replaced by its secret's value (read with ``get``) and
+    every ``<field>_plaintext`` renamed ``<field>``, in nested mappings and lists too.
+
+    Raises :class:`SecretsError` naming the field: a secret that does not exist
+    (:class:`MissingSecret`) or cannot be decrypted, a malformed reference, a field given both
+    ways, a config that is not a mapping.
+    """
+    if not isinstance(config, Mapping):
+        raise SecretsError("the provider configuration must be a mapping of fields to values.")
+    return _resolve_mapping(config, get, "")
+
+
+def declared(config: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """:func:`resolve` for validating a config as it is declared (the endpoints file, the admin):
+    a secret that cannot be read yet stands in as :data:`PLACEHOLDER` and is logged as a warning
+    naming ``where`` — a config may name a secret before it is put. Other problems raise."""
+
+    def lenient(scope: str, key: str) -> str:
+        try:
+            return get(scope, key)
+        except SecretsError as exc:
+            log.warning("%s: %s Until then, queries to it fail.", where, exc.message)
+            return PLACEHOLDER
+
+    return resolve(config, lenient)
+
+
+def _resolve_mapping(config: Mapping[str, Any], get: Callable[[str, str], str], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in config.items():
+        name = str(name)
+        path = f"{prefix}.{name}" if prefix else name
+        if name.endswith(PLAINTEXT) and name != PLAINTEXT:
+            field = name.removesuffix(PLAINTEXT)
+            if field in config:
+                where = f"{prefix}." if prefix else ""
+                raise SecretsError(f"give '{where}{field}' or '{path}', not both.")
+            out[field] = value  # as written: a plaintext value is never a reference
+        else:
+            out[name] = _resolve_value(value, get, path)
+    return out
+
+
+def _resolve_value(value: Any, get: Callable[[str, str], str], path: str) -> Any:
+    if isinstance(value, Mapping):
+        return _resolve_mapping(value, get, path)
+    if isinstance(value, list):
+        return [_resolve_value(item, get, f"{path}[{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, str) or not value.startswith("{{secrets"):
+        return value
+    ref = parse_reference(value)
+    if ref is None:
+        raise SecretsError(
+            f"'{path}' is not a valid secret reference: write {{{{secrets/<scope>/<key>}}}}, "
+            f"scope and key being {NAME_RULE}."
+        )
+    try:
+        return get(*ref)
+    except SecretsError as exc:
+        raise type(exc)(f"field '{path}': {exc.message}") from None
+
+
+# --- masking -------------------------------------------------------------------------------
+
+# Field names that hold credentials (checked without a ``_plaintext`` suffix): any "key"
+# (openai_api_key, anthropic_api_key, x-api-key, aws_access_key_id, private_key — Vertex AI's
+# service-account key), "token" but not "tokens" (databricks_api_token, bearer_token_auth.token,
+# aws_session_token; not max_tokens), "secret" (aws_secret_access_key, client_secret,
+# microsoft_entra_client_secret), password, passphrase, credential(s), authorization.
+_CREDENTIAL_NAME = re.compile(r"key|token(?!s)|secret|password|passphrase|credential|authorization", re.IGNORECASE)
+
+
+def is_credential(path: str) -> bool:
+    """Whether the config field at dotted ``path`` holds a credential: by its own name (see
+    ``_CREDENTIAL_NAME``), except in ``api_key_auth`` (the custom provider's header), where
+    ``value`` is the credential and ``key`` the header's name."""
+    parts = path.split(".")
+    name = parts[-1].removesuffix(PLAINTEXT)
+    if len(parts) > 1 and parts[-2] == "api_key_auth":
+        return name == "value"
+    return bool(_CREDENTIAL_NAME.search(name))
+
+
+def mask_value(value: Any) -> str:
+    """``••••`` plus at most the last 4 characters: enough to recognise a key, never to use it.
+
+    Short values show no characters at all (four of eight would give half the secret away).
+    """
+    if isinstance(value, str) and len(value) >= 16:
+        return MASK + value[-4:]
+    return MASK
+
+
+def mask(config: Any, is_secret: Callable[[str], bool] = is_credential, prefix: str = "") -> Any:
+    """``config`` as it may be shown: every credential field (by ``is_secret`` on its dotted path)
+    masked with :func:`mask_value`, whatever its type, except a secret reference, shown as written."""
+    if isinstance(config, Mapping):
+        out: dict[str, Any] = {}
+        for name, value in config.items():
+            path = f"{prefix}.{name}" if prefix else str(name)
+            if is_secret(path) and not isinstance(value, Mapping) and parse_reference(value) is None:
+                out[name] = mask_value(value)
+            else:
+                out[name] = mask(value, is_secret, path)
+        return out
+    if isinstance(config, list):
+        return [mask(item, is_secret, prefix) for item in config]
+    return config
