@@ -5,7 +5,7 @@ non-streaming load, an aiohttp client for 11-event streams, per-process CPU from
 harness is copied to a scratch folder (it writes venvs and results beside itself) and set up
 once (wrk from Debian, a venv with LiteLLM for the peer).
 
-Fondasi serves an ``openai-compatible`` endpoint pointing at the fake upstream, pinned to core 1
+Fondasi serves an ``openai-compatible`` (or, with ``--provider openai``, an ``openai``) endpoint pointing at the fake upstream, pinned to core 1
 (as LiteLLM is); the load generators and the upstream share core 0. Both gateways are measured
 in the same run, so the ratio between them is the figure to read; absolute numbers depend on
 the machine.
@@ -41,8 +41,8 @@ ENDPOINTS = """endpoints:
       - name: fake-gpt
         external_model:
           name: fake-gpt
-          provider: openai-compatible
-          openai_config: {openai_api_base: "http://127.0.0.1:9000/v1", openai_api_key_plaintext: sk-fake}
+          provider: {provider}
+          openai_config: {{openai_api_base: "http://127.0.0.1:9000/v1", openai_api_key_plaintext: sk-fake}}
 """
 
 
@@ -101,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "fondasi-peer-bench"))
     parser.add_argument("--no-litellm", action="store_true", help="measure Fondasi only")
+    parser.add_argument("--provider", choices=["openai-compatible", "openai"], default="openai-compatible",
+                        help="the provider of Fondasi's endpoint (both speak OpenAI's API to the fake upstream)")
     args = parser.parse_args()
     folder = harness(Path(args.folder))
     env = {"DURATION": os.environ.get("DURATION", "15"), "CONCURRENCIES": os.environ.get("CONCURRENCIES", "1 8 32")}
@@ -109,7 +111,7 @@ def main() -> None:
     measured: dict[str, dict] = {}
     try:
         endpoints = folder / "fondasi-endpoints.yaml"
-        endpoints.write_text(ENDPOINTS)
+        endpoints.write_text(ENDPOINTS.format(provider=args.provider))
         with fondasi(endpoints, cpu="1") as (url, token, pid):
             run(["./bench.sh"], folder, {
                 **env, "PROXY_BASE": url, "PROXY_PATH": "/serving-endpoints/chat/completions",

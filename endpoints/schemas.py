@@ -234,9 +234,15 @@ class ChatRequest(_Generation):
                 )
         if self.reasoning_effort is not None and self.max_tokens is not None and self.max_tokens < 2:
             raise ValueError(f"max_tokens ({self.max_tokens}) leaves no room for reasoning")
-        # Only the latest assistant turn's reasoning reaches the model (and counts as input).
+        # Only the latest assistant turn's reasoning reaches the model (and counts as input), and
+        # that of every tool-calling turn since the last user message: vendors (Anthropic, Gemini)
+        # require the signed reasoning of each step of an ongoing tool loop.
         last = max((i for i, m in enumerate(self.messages) if m.role == "assistant"), default=-1)
-        self.messages = [m if i == last else m.without_reasoning() for i, m in enumerate(self.messages)]
+        last_user = max((i for i, m in enumerate(self.messages) if m.role == "user"), default=-1)
+        self.messages = [
+            m if i == last or (i > last_user and m.tool_calls) else m.without_reasoning()
+            for i, m in enumerate(self.messages)
+        ]
         return self
 
     @property

@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "local": "endpoints.providers.local.LocalProvider",
     "openai-compatible": "endpoints.providers.openai_compatible.OpenAICompatibleProvider",
+    "openai": "endpoints.providers.openai.OpenAIProvider",
+    "custom": "endpoints.providers.openai.CustomProvider",
+    "databricks-model-serving": "endpoints.providers.databricks.DatabricksModelServingProvider",
+    "anthropic": "endpoints.providers.anthropic.AnthropicProvider",
+    "google-gemini": "endpoints.providers.gemini.GeminiProvider",
+    "google-cloud-vertex-ai": "endpoints.providers.gemini.VertexProvider",
+    "amazon-bedrock": "endpoints.providers.bedrock.BedrockProvider",
+    "cohere": "endpoints.providers.cohere.CohereProvider",
 }
 
 _classes: dict[str, type] = {}

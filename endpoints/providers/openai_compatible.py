@@ -14,14 +14,18 @@ into the same events (the service joins them, as for every provider).
 
 The module is pure translators (ours → vendor, vendor chunk → our events) plus a thin class
 that does the auth headers, the URLs and the call; the HTTP plumbing lives in :mod:`.http`.
+Vendors that speak the same API behind other URLs, headers or bodies (OpenAI and Azure OpenAI,
+a ``custom`` provider, Databricks Model Serving) subclass the class and override its hooks:
+``label``, ``_locate`` (URLs), ``_auth`` (headers), ``_chat_body`` / ``_completion_body`` /
+``_embeddings_body`` and ``_chat_events``.
 """
 from __future__ import annotations
 
 import base64
 from array import array
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, AsyncIterator, Callable, ClassVar
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import orjson
 
@@ -217,7 +221,7 @@ def completion_events(chunk: dict[str, Any]) -> list[Event]:
     return events
 
 
-def embeddings_result(payload: dict[str, Any], count: int) -> Embeddings:
+def embeddings_result(payload: dict[str, Any], count: int, label: str = LABEL) -> Embeddings:
     """Our embeddings from the vendor's answer, in input order.
 
     Sample (https://platform.openai.com/docs/api-reference/embeddings/object)::
@@ -232,11 +236,11 @@ def embeddings_result(payload: dict[str, Any], count: int) -> Embeddings:
     if not isinstance(data, list) or len(data) != count:
         got = len(data) if isinstance(data, list) else 0
         raise ServingError(
-            f"{LABEL} returned {got} embeddings for {count} inputs.", "TEMPORARILY_UNAVAILABLE", retryable=False
+            f"{label} returned {got} embeddings for {count} inputs.", "TEMPORARILY_UNAVAILABLE", retryable=False
         )
     if any(item.get("index", i) != i for i, item in enumerate(data)):
         data = sorted(data, key=lambda item: item.get("index", 0))
-    vectors = [_vector(item.get("embedding")) for item in data]
+    vectors = [_vector(item.get("embedding"), label) for item in data]
     usage = payload.get("usage") or {}
     return Embeddings(vectors=vectors, prompt_tokens=int(usage.get("prompt_tokens") or 0))
 
@@ -250,11 +254,11 @@ def _usage(usage: dict[str, Any]) -> Usage:
     )
 
 
-def _vector(embedding: Any) -> list[float]:
+def _vector(embedding: Any, label: str) -> list[float]:
     if isinstance(embedding, str):  # base64 of little-endian float32, if the vendor ignored "float"
         return array("f", base64.b64decode(embedding)).tolist()
     if not isinstance(embedding, list):
-        raise ServingError(f"{LABEL} returned an embedding that is not a vector.", "TEMPORARILY_UNAVAILABLE")
+        raise ServingError(f"{label} returned an embedding that is not a vector.", "TEMPORARILY_UNAVAILABLE")
     return embedding
 
 
@@ -269,41 +273,51 @@ class OpenAICompatibleProvider(Provider):
     supported_extra_params = None
     vision = True
     counts_image_tokens = True  # vLLM, llama.cpp server and the like count image tokens in prompt_tokens
+    #: how errors name the vendor
+    label: str = LABEL
+    #: vendor chat chunk → our events
+    _chat_events: ClassVar[Callable[[dict[str, Any]], list[Event]]] = staticmethod(chat_events)
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)
         config = spec.config
-        base = config.get("openai_api_base")
-        if not isinstance(base, str) or not base.strip():
-            raise invalid(
-                "An openai-compatible endpoint needs 'openai_api_base', the server's API root "
-                "(for example http://127.0.0.1:11434/v1)."
-            )
-        parts = urlsplit(base.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise invalid(f"'openai_api_base' must be an http:// or https:// URL; got '{http.safe_url(base)}'.")
-        path = parts.path.rstrip("/")
-        self.base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-        # A query string in the base (an api-version, a gateway token) stays after the path.
-        self._urls = {
-            task: urlunsplit((parts.scheme, parts.netloc, path + suffix, parts.query, ""))
-            for task, suffix in ((CHAT, "/chat/completions"), (COMPLETIONS, "/completions"), (EMBEDDINGS, "/embeddings"))
-        }
-        key = config.get("openai_api_key") or config.get("openai_api_key_plaintext")
-        if key is not None and not isinstance(key, str):
-            raise invalid("'openai_api_key' must be the resolved key, a string.")  # never echo it
-        self._secrets = (key,) if key else ()
-        headers = {"content-type": "application/json"}
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        if config.get("openai_organization"):
-            headers["openai-organization"] = str(config["openai_organization"])
+        self.base_url, self._urls = self._locate(config)
+        headers, self._secrets = self._auth(config)
+        headers = {"content-type": "application/json", **headers}
         self._stream_headers = {**headers, "accept": "text/event-stream"}
         self._json_headers = {**headers, "accept": "application/json"}
         self._timeout = http.timeout(read=_seconds(config.get("timeout")))
 
+    # --- hooks -----------------------------------------------------------------------------
+
+    def _locate(self, config: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The base URL shown in ``describe()`` and the URL of each task."""
+        root = api_root(
+            config.get("openai_api_base"), "openai_api_base",
+            "An openai-compatible endpoint needs 'openai_api_base', the server's API root "
+            "(for example http://127.0.0.1:11434/v1).",
+        )
+        return join(root), task_urls(root)
+
+    def _auth(self, config: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The auth headers, and the secrets among them (scrubbed from every vendor text)."""
+        key = config_secret(config, "openai_api_key")
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        if config.get("openai_organization"):
+            headers["openai-organization"] = str(config["openai_organization"])
+        return headers, (key,) if key else ()
+
+    def _chat_body(self, request: ChatRequest) -> dict[str, Any]:
+        return chat_body(request, self.spec.model)
+
+    def _completion_body(self, request: CompletionRequest) -> dict[str, Any]:
+        return completion_body(request, self.spec.model)
+
+    def _embeddings_body(self, request: EmbeddingsRequest) -> dict[str, Any]:
+        return embeddings_body(request, self.spec.model)
+
     def __repr__(self) -> str:  # never the key
-        return f"<OpenAICompatibleProvider {self.spec.model!r} at {http.safe_url(self.base_url)}>"
+        return f"<{type(self).__name__} {self.spec.model!r} at {http.safe_url(self.base_url)}>"
 
     def describe(self) -> dict[str, Any]:
         return {"openai_api_base": http.safe_url(self.base_url), "upstream_model": self.spec.model}
@@ -311,23 +325,23 @@ class OpenAICompatibleProvider(Provider):
     # chat() and complete() return the relay generator itself rather than re-yielding from it, so
     # the consumer's aclose() or cancellation reaches the upstream response directly.
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
-        body = chat_body(request, self.spec.model)
-        return self._stream(self._urls[CHAT], body, chat_events, request.n)
+        body = self._chat_body(request)
+        return self._stream(self._urls[CHAT], body, self._chat_events, request.n)
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[Event]:
-        body = completion_body(request, self.spec.model)
+        body = self._completion_body(request)
         return self._stream(self._urls[COMPLETIONS], body, completion_events, len(request.prompts) * request.n)
 
     async def embed(self, request: EmbeddingsRequest) -> Embeddings:
-        body = orjson.dumps(embeddings_body(request, self.spec.model))
+        body = orjson.dumps(self._embeddings_body(request))
         payload = await http.post_json(
-            LABEL, self._urls[EMBEDDINGS], body, self._json_headers, self._timeout, secrets=self._secrets
+            self.label, self._urls[EMBEDDINGS], body, self._json_headers, self._timeout, secrets=self._secrets
         )
         if not isinstance(payload, dict):
-            raise ServingError(f"{LABEL} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
-        if "error" in payload:
-            raise http.error_for_payload(LABEL, payload, secrets=self._secrets)
-        return embeddings_result(payload, len(request.texts))
+            raise ServingError(f"{self.label} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
+        if _is_error(payload):
+            raise http.error_for_payload(self.label, payload, secrets=self._secrets)
+        return embeddings_result(payload, len(request.texts), self.label)
 
     async def _stream(
         self, url: str, body: dict[str, Any], translate: Callable[[dict[str, Any]], list[Event]], choices: int
@@ -342,11 +356,11 @@ class OpenAICompatibleProvider(Provider):
         usage: Usage | None = None
         done = False
         async with http.open_stream(
-            LABEL, url, orjson.dumps(body), self._stream_headers, self._timeout, secrets=self._secrets
+            self.label, url, orjson.dumps(body), self._stream_headers, self._timeout, secrets=self._secrets
         ) as response:
             if not http.is_event_stream(response):
                 # Some servers ignore "stream" (or answer an error with 200): one JSON body.
-                for event in self._translate(http.loads(LABEL, await response.aread()), translate):
+                for event in self._translate(http.loads(self.label, await response.aread()), translate):
                     if type(event) is Usage:
                         usage = event
                     else:
@@ -365,8 +379,8 @@ class OpenAICompatibleProvider(Provider):
                                 yield event
                             continue
                         if sse.event == "error":
-                            raise http.error_for_payload(LABEL, _as_error(data), secrets=self._secrets)
-                        for event in self._translate(http.loads(LABEL, data), translate):
+                            raise http.error_for_payload(self.label, _as_error(data), secrets=self._secrets)
+                        for event in self._translate(http.loads(self.label, data), translate):
                             if type(event) is Usage:
                                 usage = event
                             else:
@@ -379,10 +393,50 @@ class OpenAICompatibleProvider(Provider):
 
     def _translate(self, chunk: Any, translate: Callable[[dict[str, Any]], list[Event]]) -> list[Event]:
         if type(chunk) is not dict:
-            raise ServingError(f"{LABEL} sent a malformed stream event.", "TEMPORARILY_UNAVAILABLE")
-        if "error" in chunk:
-            raise http.error_for_payload(LABEL, chunk, secrets=self._secrets)
+            raise ServingError(f"{self.label} sent a malformed stream event.", "TEMPORARILY_UNAVAILABLE")
+        if _is_error(chunk):
+            raise http.error_for_payload(self.label, chunk, secrets=self._secrets)
         return translate(chunk)
+
+
+# --- config helpers (shared with the subclasses' modules) -----------------------------------
+
+
+def api_root(value: Any, field: str, needed: str) -> SplitResult:
+    """The http(s) URL in config field ``field``, without a trailing slash; 400 ``needed`` if absent."""
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(needed)
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid(f"'{field}' must be an http:// or https:// URL; got '{http.safe_url(value)}'.")
+    return parts._replace(path=parts.path.rstrip("/"), fragment="")
+
+
+def join(root: SplitResult, path: str = "", query: str | None = None) -> str:
+    """``root`` with ``path`` appended; a query string of the root stays after the path
+    (an api-version, a gateway token) unless ``query`` replaces it."""
+    return urlunsplit(root._replace(path=root.path + path, query=root.query if query is None else query))
+
+
+def task_urls(root: SplitResult, query: str | None = None) -> dict[str, str]:
+    """The OpenAI API's URL for each task under the API root ``root`` (``query`` as in :func:`join`)."""
+    return {
+        task: join(root, suffix, query)
+        for task, suffix in ((CHAT, "/chat/completions"), (COMPLETIONS, "/completions"), (EMBEDDINGS, "/embeddings"))
+    }
+
+
+def config_secret(config: dict[str, Any], field: str) -> str | None:
+    """The resolved secret in config field ``field`` (or ``<field>_plaintext``), or None."""
+    value = config.get(field) or config.get(f"{field}_plaintext")
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"'{field}' must be the resolved key, a string.")  # never echo it
+    return value or None
+
+
+def _is_error(payload: dict[str, Any]) -> bool:
+    # {"error": …} from OpenAI-style servers; {"error_code", "message"} from Databricks and Fondasi.
+    return "error" in payload or "error_code" in payload
 
 
 def _closing_events(choices: int, finished: set[int], usage: Usage | None) -> list[Event]:

@@ -5,7 +5,10 @@ encoding, ``data: {...}`` events and ``data: [DONE]`` — so a provider under te
 HTTP client, SSE parser and connection pool against it.
 
 Routes: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (any path ending
-that way; a query string is ignored). Anything else answers 404 with an OpenAI error body.
+that way, e.g. Azure's ``/openai/deployments/{name}/chat/completions``; a query string is
+ignored), and Databricks Model Serving's ``/serving-endpoints/{name}/invocations`` (any path
+ending in ``/invocations``), which answers chat, completions or embeddings as the body has
+``messages``, ``prompt`` or ``input``. Anything else answers 404 with an OpenAI error body.
 
 Use the ``openai_upstream`` fixture (a fresh server per test)::
 
@@ -34,6 +37,11 @@ Knobs (plain attributes; set them before the request):
   the text; whole as ``message.reasoning_content``; counted in ``completion_tokens_details``.
 - ``tool_calls``: ``[{"name", "arguments"}]`` answered with ``finish_reason: "tool_calls"``;
   streamed as OpenAI does (id, type, name and empty arguments, then two argument fragments).
+- ``content_blocks``: chat text and reasoning travel as content blocks, the shape of a thinking
+  answer from Databricks (and Fondasi): ``content: [{"type": "reasoning", "summary":
+  [{"type": "summary_text", "text", "signature"?}]}, {"type": "text", "text"}]``, streamed one
+  block per delta.
+- ``reasoning_signature``: with ``content_blocks``, the signature on the last reasoning piece.
 
 Recorded: ``requests`` (list of :class:`RecordedRequest`: method, path, headers with lower-cased
 names, raw body, decoded json, peer address), ``last_request``, ``disconnects``
@@ -96,6 +104,8 @@ class FakeOpenAIUpstream:
         self.embedding_dim = 3
         self.reasoning_pieces: list[str] = []  # streamed as delta.reasoning_content before the text
         self.tool_calls: list[dict[str, str]] = []  # [{"name", "arguments"}]: answered instead of text
+        self.content_blocks = False  # text and reasoning as Databricks content blocks
+        self.reasoning_signature: str | None = None  # on the last reasoning block, with content_blocks
 
     def fail(
         self,
@@ -190,6 +200,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             request = body if isinstance(body, dict) else {}
             route = self.path.partition("?")[0]
+            if route.endswith("/invocations"):  # Databricks Model Serving: the body says the task
+                for key, suffix in (("messages", "/chat/completions"), ("prompt", "/completions"), ("input", "/embeddings")):
+                    if key in request:
+                        route = suffix
+                        break
             if route.endswith("/chat/completions"):
                 self._answer(request, chat=True)
             elif route.endswith("/completions"):
@@ -296,7 +311,7 @@ def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wan
 
     def choice(index: int, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
         if chat:
-            delta: dict[str, Any] = {} if text is None else {"content": text}
+            delta: dict[str, Any] = {} if text is None else {"content": _content(fake, text)}
             if first:
                 delta["role"] = "assistant"
             return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -306,9 +321,14 @@ def _stream_chunks(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool, wan
         for index in range(n):
             yield chunk([choice(index, "", None, first=True)])
     if chat:
-        for piece in fake.reasoning_pieces:
+        for number, piece in enumerate(fake.reasoning_pieces, 1):
+            if fake.content_blocks:
+                last = number == len(fake.reasoning_pieces)
+                delta: dict[str, Any] = {"content": [_reasoning_block(piece, fake.reasoning_signature if last else None)]}
+            else:
+                delta = {"reasoning_content": piece}
             for index in range(n):
-                yield chunk([{"index": index, "delta": {"reasoning_content": piece}, "logprobs": None, "finish_reason": None}])
+                yield chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
     if chat and fake.tool_calls:
         for position, call in enumerate(fake.tool_calls):
             half = len(call["arguments"]) // 2
@@ -339,7 +359,11 @@ def _full_answer(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool) -> di
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = fake.finish_reason
-        if fake.reasoning_pieces:
+        if fake.content_blocks:
+            thought = "".join(fake.reasoning_pieces)
+            reasoning = [_reasoning_block(thought, fake.reasoning_signature)] if thought else []
+            message["content"] = reasoning + [{"type": "text", "text": text}]
+        elif fake.reasoning_pieces:
             message["reasoning_content"] = "".join(fake.reasoning_pieces)
         if fake.tool_calls:
             message["content"] = None
@@ -361,6 +385,19 @@ def _full_answer(fake: FakeOpenAIUpstream, model: str, n: int, chat: bool) -> di
     if fake.usage is not None:
         answer["usage"] = _usage(fake.usage, fake)
     return answer
+
+
+def _content(fake: FakeOpenAIUpstream, text: str) -> str | list[dict[str, Any]]:
+    if not fake.content_blocks:
+        return text
+    return [{"type": "text", "text": text}] if text else []
+
+
+def _reasoning_block(text: str, signature: str | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"type": "summary_text", "text": text}
+    if signature is not None:
+        summary["signature"] = signature
+    return {"type": "reasoning", "summary": [summary]}
 
 
 def _usage(usage: dict[str, int], fake: FakeOpenAIUpstream | None = None) -> dict[str, Any]:
