@@ -1,8 +1,10 @@
 from django import forms
 from django.contrib import admin
 
+from . import admin_identities  # noqa: F401 - registers ServicePrincipalAdmin
+from . import registry, secrets
 from .config import check_entity
-from .models import AccessToken, ExampleInput, ServedEntity, ServingEndpoint
+from .models import AccessToken, ExampleInput, Secret, ServedEntity, ServingEndpoint
 
 
 class ServedEntityForm(forms.ModelForm):
@@ -75,3 +77,69 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at__isnull=True):
             token.revoke()
+
+
+class SecretForm(forms.ModelForm):
+    """A secret's scope, key and value. The value goes in a password field and never comes back:
+    not on the change page, not after a failed submission."""
+
+    value = forms.CharField(
+        # new-password: a browser must not fill in the admin's own saved password here.
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        required=False,
+        help_text="Stored encrypted; never shown again. On an existing secret, leave it blank to keep the value.",
+    )
+
+    class Meta:
+        model = Secret
+        fields = ["scope", "key"]
+
+    def clean_scope(self) -> str:
+        return self._name("scope")
+
+    def clean_key(self) -> str:
+        return self._name("key")
+
+    def _name(self, kind: str) -> str:
+        try:
+            secrets.check_name(kind, self.cleaned_data[kind])
+        except secrets.SecretsError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return self.cleaned_data[kind]
+
+    def clean_value(self) -> str:
+        value = self.cleaned_data["value"]
+        if not value and self.instance.pk is None:
+            raise forms.ValidationError("A new secret needs a value.")
+        if value:
+            try:
+                self.instance.ciphertext = secrets.encrypt(value)
+            except secrets.SecretsError as exc:  # the secrets key is unusable: say so on the form
+                raise forms.ValidationError(exc.message) from None
+        return ""  # the value is encrypted; the cleaned data keeps no copy
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    """Secrets referenced from provider configs as ``{{secrets/<scope>/<key>}}``."""
+
+    form = SecretForm
+    list_display = ["__str__", "scope", "key", "updated_at"]
+    list_filter = ["scope"]
+    search_fields = ["scope", "key"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Another scope or key is another secret (configs refer to it by name): add that one.
+        return ["scope", "key", "updated_at"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        registry.invalidate()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        registry.invalidate()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        registry.invalidate()

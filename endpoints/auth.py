@@ -1,8 +1,11 @@
 """Token authentication for the HTTP APIs.
 
 Accepts ``Authorization: Bearer <token>`` and HTTP Basic with user ``token`` and the token as the
-password (``curl -u token:$TOKEN``). A verified token is trusted for ``TOKEN_CACHE_SECONDS`` by
-this process (revoking in this process takes effect at once; in another process within that time).
+password (``curl -u token:$TOKEN``). Tokens are personal access tokens and the short-lived access
+tokens a service principal gets from the OAuth token endpoint (:mod:`endpoints.oauth`): both are
+:class:`AccessToken` rows. A verified token is trusted for ``TOKEN_CACHE_SECONDS`` by this process,
+never past its expiry (revoking in this process takes effect at once; in another process within
+that time).
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import base64
 import binascii
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -60,15 +64,29 @@ def token_from_header(header: str) -> str:
     raise unauthenticated("Unsupported Authorization scheme: use 'Bearer <token>' or HTTP Basic 'token:<token>'.")
 
 
-def _lookup(digest: str) -> Principal | None:
+INVALID = "Invalid access token: it is unknown, revoked or expired. Create one with `python manage.py create_token`."
+
+
+def expired(expires_at: datetime) -> ServingError:
+    when = expires_at.astimezone(dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return unauthenticated(
+        f"The access token expired at {when}. An OAuth client gets a new one from the token endpoint "
+        "(/oidc/v1/token); a personal access token is replaced with `python manage.py create_token`."
+    )
+
+
+def _lookup(digest: str) -> tuple[Principal, datetime | None]:
+    """The principal a token's digest names and the token's expiry; UNAUTHENTICATED otherwise."""
     try:
         token = AccessToken.objects.select_related("user").filter(token_hash=digest).first()
-        if token is None or not token.active or not token.user.is_active:
-            return None
+        if token is None or token.revoked_at is not None or not token.user.is_active:
+            raise unauthenticated(INVALID)
         now = timezone.now()
+        if token.expires_at is not None and token.expires_at <= now:
+            raise expired(token.expires_at)
         if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
             AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return Principal(token.user_id, token.user.get_username(), token.pk)
+        return Principal(token.user_id, token.user.get_username(), token.pk), token.expires_at
     finally:
         # The API handler sends no request signals in this thread (playground/asgi.py): release
         # the connection here, by Django's own rules.
@@ -84,9 +102,10 @@ async def authenticate(header: str) -> Principal:
     hit = _cache.get(digest)
     if hit is not None and hit[1] > time.monotonic():
         return hit[0]
-    principal = await _lookup_async(digest)
-    if principal is None:
-        _cache.pop(digest, None)
-        raise unauthenticated("Invalid access token: it is unknown, revoked or expired. Create one with `python manage.py create_token`.")
-    _cache[digest] = (principal, time.monotonic() + settings.TOKEN_CACHE_SECONDS)
+    _cache.pop(digest, None)
+    principal, expires_at = await _lookup_async(digest)
+    ttl = settings.TOKEN_CACHE_SECONDS
+    if expires_at is not None:
+        ttl = min(ttl, (expires_at - timezone.now()).total_seconds())
+    _cache[digest] = (principal, time.monotonic() + ttl)
     return principal

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -180,8 +180,17 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
 
 @api("GET", auth=False)
 async def databricks_config(request: HttpRequest) -> HttpResponse:
-    """The start-up probe every Databricks client makes: fast, unauthenticated, always 200."""
-    return json_response({"workspace_id": settings.WORKSPACE_ID, "cloud": "aws"})
+    """The start-up probe every Databricks client makes: fast, unauthenticated, always 200.
+
+    ``oidc_endpoint`` (where OAuth M2M clients find the token endpoint, see :mod:`endpoints.oauth`)
+    is built from the request, and left out for a host not in ALLOWED_HOSTS: token clients still work.
+    """
+    body = {"workspace_id": settings.WORKSPACE_ID, "cloud": "aws"}
+    try:
+        body["oidc_endpoint"] = request.build_absolute_uri("/oidc")
+    except DisallowedHost:
+        pass
+    return json_response(body)
 
 
 @api("GET", auth=False)
