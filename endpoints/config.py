@@ -1,6 +1,7 @@
 """Endpoint declarations: the YAML file format, its validation and its application to the registry.
 
-The same declaration model serves the YAML file and (later) the REST API's create/update bodies.
+The same declaration model serves the YAML file and the management API's create/update bodies
+(:mod:`endpoints.management_api`).
 :func:`load_file` raises :class:`ConfigError` naming the file, the line and the problem; nothing
 is changed in the registry then, so the last good configuration keeps serving.
 """
@@ -213,7 +214,8 @@ def _line_of(data: Any, loc: tuple) -> int | None:
     return line
 
 
-def _problem(err: dict) -> str:
+def field_problem(err: dict) -> str:
+    """One line naming the field a pydantic error is about (dotted path) and what is wrong with it."""
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or "(" in p)))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
@@ -240,7 +242,7 @@ def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
         decl = FileDecl.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        raise ConfigError(path, _line_of(data, err["loc"]), _problem(err)) from None
+        raise ConfigError(path, _line_of(data, err["loc"]), field_problem(err)) from None
     for index, ep in enumerate(decl.endpoints):
         for e_index, entity in enumerate(ep.served_entities):
             problem = check_entity(ep.task, entity.row())
@@ -259,14 +261,21 @@ def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
 
 
 def check_entity(task: str, row: dict[str, Any]) -> str | None:
-    """Why a served entity cannot serve ``task``, or None when it can."""
+    """Why a served entity cannot serve ``task``, or None when it can.
+
+    The provider checks the config as it will receive it: secret references resolved and
+    ``<field>_plaintext`` renamed (:func:`endpoints.secrets.declared`). A secret that does not
+    exist yet is allowed, with a warning in the log: queries fail until it is put.
+    """
+    from . import secrets
     from .providers import provider_class
     from .providers.base import EntitySpec
 
     try:
-        provider = provider_class(row["provider"])(EntitySpec(task=task, **row))
+        config = secrets.declared(row.get("config") or {}, f"served entity '{row['name']}'")
+        provider = provider_class(row["provider"])(EntitySpec(task=task, **{**row, "config": config}))
         tasks = provider.tasks
-    except ServingError as exc:
+    except (ServingError, secrets.SecretsError) as exc:
         return exc.message
     if task not in tasks:
         return f"model '{row['model']}' of provider '{row['provider']}' cannot serve {task}"
@@ -350,7 +359,9 @@ def save_endpoint(decl: EndpointDecl, source: str, creator: str = "", endpoint: 
 def apply(decls: list[EndpointDecl], source: str = ServingEndpoint.Source.YAML) -> Changes:
     """Make the registry hold ``decls``; remove endpoints of ``source`` the declarations no longer name.
 
-    Idempotent. The file wins over other sources for the endpoints it names.
+    Idempotent. The file wins over other sources for the endpoints it names: an endpoint of the
+    same name made in the admin or through the management API is overwritten and becomes the
+    file's (its rate limits and AI gateway, which the file does not declare, are kept).
     """
     changes = Changes()
     existing = {e.name: e for e in ServingEndpoint.objects.prefetch_related("entities", "examples")}
