@@ -174,9 +174,11 @@ WORKSPACE_ID = env("FONDASI_WORKSPACE_ID", "1000000000000001")
 # first use, readable by its owner only. Back it up with the database.
 SECRETS_KEY = env("FONDASI_SECRETS_KEY")
 SECRETS_KEY_FILE = Path(env("FONDASI_SECRETS_KEY_FILE", str(VAR_DIR / "secrets_key")))
-# Timeouts for external providers.
-PROVIDER_CONNECT_TIMEOUT = float(env("FONDASI_PROVIDER_CONNECT_TIMEOUT", "5"))
-PROVIDER_READ_TIMEOUT = float(env("FONDASI_PROVIDER_READ_TIMEOUT", "300"))
+# External providers' HTTP client (timeouts, pool, retries) reads FONDASI_HTTP_* from the
+# environment: see endpoints/providers/http.py.
+# SQL ai_query (endpoints/sql.py): requests at once per endpoint, and the most rows a query keeps.
+SQL_CONCURRENCY = envint("FONDASI_SQL_CONCURRENCY", 8)
+SQL_MAX_ROWS = envint("FONDASI_SQL_MAX_ROWS", 10000)
 # Images given as http(s) URLs: refused (send a data: URL) unless fetching is on; fetching reaches
 # only public addresses, re-checks every redirect, and caps size and time (endpoints/images.py).
 IMAGE_FETCH_ENABLED = envbool("FONDASI_IMAGE_FETCH", False)

@@ -1,6 +1,6 @@
 """Browser pages: sign-in, access tokens, serving endpoints and their Query dialog."""
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from . import pages
 
@@ -18,4 +18,5 @@ urlpatterns = [
     path("endpoints/<str:name>/query", pages.query, name="query"),
     path("endpoints/<str:name>/examples", pages.save_example, name="save-example"),
     path("endpoints/<str:name>/examples/<int:example_id>/delete", pages.delete_example, name="delete-example"),
+    path("sql/", include("playground.sql")),  # the SQL page: names pages:sql, pages:sql-run, …
 ]
