@@ -578,7 +578,13 @@ class VertexProvider(_GeminiFormat):
             f"{self.base_url}/v1/projects/{project}/locations/{region}/publishers/google/models/"
             f"{_segment(spec.model, 'The model name', 'gemini-2.5-flash')}"
         )
-        self._account = ServiceAccount(_service_account_info(config_secret(config, "private_key")))
+        from ..secrets import PLACEHOLDER
+
+        key = config_secret(config, "private_key")
+        # A config may name a secret before it is put: it is checked at declaration with a
+        # placeholder (endpoints.secrets.declared), which is no service account to parse yet.
+        # Queries never see the placeholder (a missing secret stops them before the provider).
+        self._account = None if key == PLACEHOLDER else ServiceAccount(_service_account_info(key))
 
     def __repr__(self) -> str:  # never the key
         return f"<VertexProvider {self.spec.model!r} in {self.project}/{self.region}>"
@@ -596,7 +602,7 @@ class VertexProvider(_GeminiFormat):
         return {"content-type": "application/json", "authorization": f"Bearer {await self._account.token()}"}
 
     def _secrets(self) -> tuple[str, ...]:
-        token = self._account.cached_token
+        token = self._account.cached_token if self._account is not None else None
         return (token,) if token else ()
 
     async def embed(self, request: EmbeddingsRequest) -> Embeddings:
@@ -605,7 +611,8 @@ class VertexProvider(_GeminiFormat):
         return vertex_embeddings(payload, len(request.texts), self.label)
 
     async def aclose(self) -> None:
-        self._account.close()
+        if self._account is not None:
+            self._account.close()
 
 
 class ServiceAccount:
