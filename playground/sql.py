@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -39,7 +39,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from endpoints import registry
 from endpoints.schemas import EMBEDDINGS
-from endpoints.sql import Engine, SqlError, SqlResult, cell_text, write_csv
+
+if TYPE_CHECKING:
+    from endpoints.sql import Engine, SqlResult
+
+
+def _sql():
+    """endpoints.sql, imported with the first SQL run: DuckDB and pyarrow take ~50 MiB that a
+    server whose SQL page is never used should not carry."""
+    from endpoints import sql
+
+    return sql
 
 log = logging.getLogger("fondasi.sql")
 
@@ -80,7 +90,7 @@ class Run:
     def execute(self) -> None:
         try:
             self.result = self.engine.run(self.sql)
-        except SqlError as exc:
+        except _sql().SqlError as exc:
             self.error = exc.message
         except Exception:  # noqa: BLE001 - the page shows a reference, never a traceback
             ref = uuid.uuid4().hex[:12]
@@ -105,7 +115,7 @@ def start(user: Any, sql: str) -> Run:
         if any(r.user_id == user.pk and r.finished is None for r in _runs.values()):
             raise Busy
         run_id = uuid.uuid4().hex
-        engine = Engine(user.get_username(), external_access=user.is_superuser)
+        engine = _sql().Engine(user.get_username(), external_access=user.is_superuser)
         run = _runs[run_id] = Run(run_id, user.pk, sql, engine)
     threading.Thread(target=run.execute, name=f"sql-run-{run.id[:8]}", daemon=True).start()
     return run
@@ -180,7 +190,7 @@ def _shown(value: Any) -> str | None:
     """A cell as the page shows it; None for SQL NULL."""
     if value is None:
         return None
-    text = cell_text(value)
+    text = _sql().cell_text(value)
     return text if len(text) <= DISPLAY_CHARS else text[: DISPLAY_CHARS - 1] + "…"
 
 
@@ -245,7 +255,7 @@ def download(request: HttpRequest, run_id: str) -> HttpResponse:
     if run.result is None:
         raise Http404("This query has no rows to download: it is still running, or it failed.")
     out = io.StringIO()
-    write_csv(run.result, out)
+    _sql().write_csv(run.result, out)
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="fondasi-sql-{run.id[:8]}.csv"'
     return response

@@ -43,7 +43,7 @@ Settings (a Django setting of the same name wins over the environment variable):
 ``FONDASI_HTTP_KEEPALIVE_EXPIRY`` (30 s), ``FONDASI_HTTP_CONNECT_TIMEOUT`` (5 s),
 ``FONDASI_HTTP_READ_TIMEOUT`` (300 s), ``FONDASI_HTTP_WRITE_TIMEOUT`` (30 s),
 ``FONDASI_HTTP_POOL_TIMEOUT`` (30 s), ``FONDASI_HTTP_RETRIES`` (2; 0 turns retries off),
-``FONDASI_HTTP_RETRY_MAX_WAIT`` (8 s).
+``FONDASI_HTTP_RETRY_MAX_WAIT`` (8 s), ``FONDASI_HTTP_POOLS`` (4: the connection limits are shared between them).
 
 Secrets: callers pass the API keys they send as ``secrets``; they are scrubbed from every vendor
 text that reaches an error message, and no URL shown to a user keeps its userinfo or query string.
@@ -52,13 +52,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import logging
 import math
 import os
 import random
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncIterator, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -82,6 +83,7 @@ _DEFAULTS: dict[str, float] = {
     "FONDASI_HTTP_POOL_TIMEOUT": 30.0,
     "FONDASI_HTTP_RETRIES": 2,
     "FONDASI_HTTP_RETRY_MAX_WAIT": 8.0,
+    "FONDASI_HTTP_POOLS": 4,
 }
 _MAY_BE_ZERO = frozenset({"FONDASI_HTTP_RETRIES"})
 RETRY_BASE_DELAY = 0.5  # seconds: the first backoff is 0.25–0.5 s, doubling after each retry
@@ -123,43 +125,51 @@ def timeout(read: float | None = None) -> httpx.Timeout:
     )
 
 
-def limits() -> httpx.Limits:
+def limits(pools: int = 1) -> httpx.Limits:
+    """The limits of one of ``pools`` pools: the configured totals shared between them."""
     return httpx.Limits(
-        max_connections=int(setting("FONDASI_HTTP_MAX_CONNECTIONS")),
-        max_keepalive_connections=int(setting("FONDASI_HTTP_MAX_KEEPALIVE_CONNECTIONS")),
+        max_connections=math.ceil(setting("FONDASI_HTTP_MAX_CONNECTIONS") / pools),
+        max_keepalive_connections=math.ceil(setting("FONDASI_HTTP_MAX_KEEPALIVE_CONNECTIONS") / pools),
         keepalive_expiry=setting("FONDASI_HTTP_KEEPALIVE_EXPIRY"),
     )
 
 
 # --- the pooled client ---------------------------------------------------------------------
-# An AsyncClient's pooled connections are bound to the event loop that opened them, so there is
-# one client per running loop. Under Daphne/uvicorn that is one client for the process; code
-# that runs short-lived loops (``async_to_sync`` from a sync thread, a test per loop) gets a
-# client per loop, and clients of loops that have closed are dropped the next time a client is
-# made (they cannot be ``aclose()``d without their loop; their sockets close when collected).
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+# An AsyncClient's pooled connections are bound to the event loop that opened them, so there are
+# clients per running loop. Under Daphne/uvicorn that is one set for the process; code that runs
+# short-lived loops (``async_to_sync`` from a sync thread, a test per loop) gets a set per loop,
+# and the clients of loops that have closed are dropped the next time a set is made (they cannot
+# be ``aclose()``d without their loop; their sockets close when collected).
+#
+# Each loop has FONDASI_HTTP_POOLS clients (4), used in turn: httpcore's pool walks all of its
+# connections, polling each idle socket and counting the others for each one, whenever a request
+# starts or ends, so with N connections in one pool a request costs O(N²); with N spread over k
+# pools it costs k² times less (measured: bench/gateway_cost.py, 32 concurrent requests).
+_clients: dict[asyncio.AbstractEventLoop, tuple[list[httpx.AsyncClient], Iterator[httpx.AsyncClient]]] = {}
 _ssl_context: Any = None
 
 
 def get_client() -> httpx.AsyncClient:
-    """The pooled client of the running event loop (made on first use)."""
+    """A pooled client of the running event loop (the loop's clients are made on first use)."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = _clients[loop] = _new_client()
+    entry = _clients.get(loop)
+    if entry is None or entry[0][0].is_closed:
         for other in [other for other in list(_clients) if other.is_closed()]:
             _clients.pop(other, None)
-    return client
+        pools = max(1, int(setting("FONDASI_HTTP_POOLS")))
+        clients = [_new_client(pools) for _ in range(pools)]
+        entry = _clients[loop] = (clients, itertools.cycle(clients))
+    return next(entry[1])
 
 
-def _new_client() -> httpx.AsyncClient:
+def _new_client(pools: int) -> httpx.AsyncClient:
     global _ssl_context
     if _ssl_context is None:
         # Built once: loading the CA bundle costs milliseconds, and an SSLContext is not bound
         # to a loop, so every per-loop client shares it.
         _ssl_context = httpx.create_ssl_context()
     return httpx.AsyncClient(
-        limits=limits(),
+        limits=limits(pools),
         timeout=timeout(),
         verify=_ssl_context,
         headers={"user-agent": USER_AGENT},
@@ -168,9 +178,9 @@ def _new_client() -> httpx.AsyncClient:
 
 
 async def aclose_client() -> None:
-    """Close the running loop's client (ASGI lifespan shutdown, test teardown)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
+    """Close the running loop's clients (ASGI lifespan shutdown, test teardown)."""
+    entry = _clients.pop(asyncio.get_running_loop(), None)
+    for client in entry[0] if entry is not None else ():
         await client.aclose()
 
 

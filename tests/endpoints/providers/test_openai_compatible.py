@@ -195,6 +195,7 @@ def test_it_reads_timeouts_and_pool_limits_from_the_environment(monkeypatch):
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (2.5, 12, 30, 30)
     assert http.timeout().read == 300
     assert http.limits().max_connections == 7
+    assert http.limits(pools=4).max_connections == 2  # a pool's share, rounded up
 
 
 def test_it_keeps_one_client_per_event_loop_and_drops_those_of_closed_loops():
@@ -206,10 +207,12 @@ def test_it_keeps_one_client_per_event_loop_and_drops_those_of_closed_loops():
     assert first is not second
     assert first_loop not in http._clients  # its loop closed: dropped when the next client was made
 
-    async def twice():
-        return http.get_client() is http.get_client()
+    async def in_turn():
+        return [http.get_client() for _ in range(2 * int(http.setting("FONDASI_HTTP_POOLS")))]
 
-    assert asyncio.run(twice())
+    clients = asyncio.run(in_turn())
+    pools = len(set(map(id, clients)))
+    assert pools == 4 and clients[:pools] == clients[pools:]  # the loop's pools, used in turn
 
 
 # --- over HTTP -----------------------------------------------------------------------------
@@ -357,11 +360,14 @@ async def test_it_reads_a_json_answer_from_a_server_that_ignores_stream(provider
 
 @pytest.mark.asyncio
 async def test_it_reuses_the_pooled_connection_across_requests(provider, openai_upstream):
-    await drain(provider.chat(chat()))
-    await provider.embed(EmbeddingsRequest.model_validate({"input": "x"}))
-    await drain(provider.chat(chat()))
+    pools = int(http.setting("FONDASI_HTTP_POOLS"))
+    for _ in range(pools):  # the pools are used in turn: each request of the second round reuses one
+        await drain(provider.chat(chat()))
+        await provider.embed(EmbeddingsRequest.model_validate({"input": "x"}))
+        await drain(provider.chat(chat()))
     peers = {request.peer for request in openai_upstream.requests}
-    assert len(peers) == 1  # streams are drained after [DONE], so the connection goes back to the pool
+    assert len(openai_upstream.requests) == 3 * pools
+    assert len(peers) == pools  # streams are drained after [DONE], so each connection goes back to its pool
 
 
 # --- errors --------------------------------------------------------------------------------
