@@ -36,10 +36,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,8 @@ def _missing(scope: str, key: str) -> MissingSecret:
 def _decrypt(scope: str, key: str, token: bytes) -> str:
     fernet = _fernet(create=False)
     if fernet is not None:
+        from cryptography.fernet import InvalidToken
+
         try:
             return fernet.decrypt(token).decode()
         except InvalidToken:
@@ -192,6 +196,9 @@ def _key_source() -> str:
 
 def _fernet(create: bool) -> Fernet | None:
     """The Fernet of the configured key; None when there is no key file yet and ``create`` is false."""
+    # Imported here: cryptography costs every server ~9 MiB, and most never read a secret.
+    from cryptography.fernet import Fernet
+
     if settings.SECRETS_KEY:
         key = settings.SECRETS_KEY.encode()
     else:
@@ -224,6 +231,8 @@ def _create_key_file(path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
+            from cryptography.fernet import Fernet
+
             fh.write(Fernet.generate_key())
         try:
             os.link(tmp, path)

@@ -63,8 +63,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
 
 from .errors import ServingError, invalid
 
@@ -288,6 +286,10 @@ def _check_schema(schema: Any, where: str) -> dict:
     """Return ``schema`` (a deep copy) if it is a valid 2020-12 JSON Schema with resolvable local refs."""
     if not isinstance(schema, dict):
         raise invalid(f"{where} must be a JSON Schema object; got {type(schema).__name__}.")
+    # jsonschema is imported with the first schema (~10 MiB a server that never sees one spares).
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -389,6 +391,9 @@ def validate_output(text: str, fmt: OutputFormat) -> None:
 
 def _violation(value: Any, schema: dict) -> str | None:
     """A sentence naming how ``value`` breaks ``schema``, or ``None`` when it is valid."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
     try:
         error = best_match(Draft202012Validator(schema).iter_errors(value))
     except Exception as exc:  # e.g. a reference jsonschema cannot resolve: report, never crash the worker

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
+from array import array
 from typing import Any, AsyncIterator
 
-import numpy as np
 import orjson
 
 from .errors import ServingError
@@ -109,10 +110,17 @@ def answer(query, result) -> dict[str, Any]:
     return chat_response(query, result) if query.task == CHAT else completion_response(query, result)
 
 
+def _float32_le(vector) -> bytes:
+    """``vector`` as little-endian float32 bytes (OpenAI's base64 embeddings)."""
+    packed = array("f", vector)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
 def embeddings_response(query, out: Embeddings, encoding_format: str = "float") -> dict[str, Any]:
     if encoding_format == "base64":
-        vectors = np.asarray(out.vectors, dtype="<f4")
-        data = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
+        data = [base64.b64encode(_float32_le(row)).decode("ascii") for row in out.vectors]
     else:
         data = out.vectors
     return {
