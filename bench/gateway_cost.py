@@ -25,32 +25,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.server import fondasi  # noqa: E402
+from bench.server import HARNESS, chat_endpoints, fondasi, shared_harness  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "bench"
-ENDPOINTS = """endpoints:
-  - name: bench-chat
-    task: llm/v1/chat
-    served_entities:
-      - name: fake-gpt
-        external_model:
-          name: fake-gpt
-          provider: {provider}
-          openai_config: {{openai_api_base: "http://127.0.0.1:9000/v1", openai_api_key_plaintext: sk-fake}}
-"""
+UPSTREAM = "http://127.0.0.1:9000/v1"  # where the harness's start_upstream.sh serves the fake upstream
 
 
 def harness(folder: Path) -> Path:
     if not (folder / "bench.sh").exists():
-        if not SHARED.exists():
-            sys.exit(f"The shared harness is missing: {SHARED}")
-        shutil.copytree(SHARED, folder, dirs_exist_ok=True)
+        shutil.copytree(shared_harness(), folder, dirs_exist_ok=True)
     if not (folder / "venv" / "bin" / "litellm").exists() or not shutil.which("wrk"):
         print("== setting up the harness (wrk, a LiteLLM venv); once per folder", flush=True)
         subprocess.run(["./setup.sh"], cwd=folder, check=True)
@@ -99,19 +86,19 @@ def rss_mib(rss: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "fondasi-peer-bench"))
+    parser.add_argument("--folder", type=Path, default=HARNESS)
     parser.add_argument("--no-litellm", action="store_true", help="measure Fondasi only")
     parser.add_argument("--provider", choices=["openai-compatible", "openai"], default="openai-compatible",
                         help="the provider of Fondasi's endpoint (both speak OpenAI's API to the fake upstream)")
     args = parser.parse_args()
-    folder = harness(Path(args.folder))
+    folder = harness(args.folder)
     env = {"DURATION": os.environ.get("DURATION", "15"), "CONCURRENCIES": os.environ.get("CONCURRENCIES", "1 8 32")}
     run(["./stop_all.sh"], folder)
     run(["./start_upstream.sh"], folder)
     measured: dict[str, dict] = {}
     try:
         endpoints = folder / "fondasi-endpoints.yaml"
-        endpoints.write_text(ENDPOINTS.format(provider=args.provider))
+        endpoints.write_text(chat_endpoints(UPSTREAM, args.provider))
         with fondasi(endpoints, cpu="1") as (url, token, pid):
             run(["./bench.sh"], folder, {
                 **env, "PROXY_BASE": url, "PROXY_PATH": "/serving-endpoints/chat/completions",

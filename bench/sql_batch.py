@@ -23,35 +23,18 @@ import argparse
 import contextlib
 import math
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "bench"
+
+from bench.server import HARNESS, chat_endpoints, free_port, running, shared_harness  # noqa: E402
+
 TARGET = 0.85
-ENDPOINTS = """endpoints:
-  - name: bench-chat
-    task: llm/v1/chat
-    served_entities:
-      - name: fake-gpt
-        external_model:
-          name: fake-gpt
-          provider: openai-compatible
-          openai_config: {{openai_api_base: "{base}", openai_api_key_plaintext: sk-fake}}
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_command(harness: Path, port: int) -> tuple[list[str], str]:
@@ -64,39 +47,20 @@ def server_command(harness: Path, port: int) -> tuple[list[str], str]:
 
 
 @contextlib.contextmanager
-def upstream(delay_ms: int, harness: Path):
+def upstream(delay_ms: int, harness: Path, log: Path) -> Iterator[tuple[str, str]]:
     """The shared fake upstream on a free port, pinned to core 0; yields its ``/v1`` base URL and server name."""
-    if not (SHARED / "fake_upstream.py").exists():
-        sys.exit(f"The shared harness is missing: {SHARED}")
     port = free_port()
     command, server = server_command(harness, port)
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", *command], cwd=SHARED, env={**os.environ, "FAKE_DELAY_MS": str(delay_ms)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit("The fake upstream did not start.")
-            time.sleep(0.1)
+    with running(["taskset", "-c", "0", *command], url + "/health", log, timeout=30,
+                 cwd=shared_harness(), env={**os.environ, "FAKE_DELAY_MS": str(delay_ms)}):
         yield url + "/v1", server
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
 
 
 def set_up_fondasi(base: str, folder: Path) -> None:
     """Django with a throwaway database and one endpoint served by the upstream."""
     endpoints = folder / "endpoints.yaml"
-    endpoints.write_text(ENDPOINTS.format(base=base))
+    endpoints.write_text(chat_endpoints(base))
     os.environ.update({"FONDASI_VAR_DIR": str(folder), "FONDASI_ENDPOINTS_FILE": str(endpoints),
                        "DJANGO_SETTINGS_MODULE": "playground.settings", "LOG_LEVEL": "WARNING"})
     os.environ.pop("DATABASE_URL", None)
@@ -125,7 +89,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--delay-ms", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--harness", type=Path, default=Path(tempfile.gettempdir()) / "fondasi-peer-bench",
+    parser.add_argument("--harness", type=Path, default=HARNESS,
                         help="the shared harness folder bench/gateway_cost.py sets up (its venv has uvicorn)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
@@ -133,7 +97,7 @@ def main() -> None:
     csv = folder / "reviews.csv"
     csv.write_text("id,review\n" + "".join(f"{i},Review {i}: the product did what it said mostly.\n" for i in range(args.rows)))
     delay = args.delay_ms / 1000
-    with upstream(args.delay_ms, args.harness) as (base, server):
+    with upstream(args.delay_ms, args.harness, folder / "upstream.log") as (base, server):
         set_up_fondasi(base, folder)
         measure(csv, args.rows, max(args.concurrency))  # warm-up: imports, first connections
         lines = []

@@ -35,7 +35,7 @@ Knobs (plain attributes; set them before the request):
   content delta; the stream then ends.
 - ``cut_short``: end the stream after the content blocks, without ``message_delta``/``message_stop``.
 
-Recorded (as the OpenAI fake): ``requests``, ``last_request``, ``disconnects``, :meth:`wait_for_disconnect`.
+Recorded (see :mod:`tests.fakes.base`): ``requests``, ``last_request``, ``disconnects``, :meth:`wait_for_disconnect`.
 """
 from __future__ import annotations
 
@@ -44,25 +44,22 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.fakes.openai_upstream import ClientGone, FakeOpenAIUpstream, RecordedRequest, _Handler
+from tests.fakes.base import FakeUpstream, RecordedRequest, UpstreamHandler
 
 API_KEY = "sk-ant-test-0123456789abcdef"
 API_VERSION = "2023-06-01"
 
 
-class FakeAnthropicUpstream(FakeOpenAIUpstream):
+class FakeAnthropicUpstream(FakeUpstream):
     def reset(self) -> None:
+        super().reset()
         self.api_key = API_KEY
-        self.pieces: list[str] = ["Hello", ",", " world", "!"]
         self.thinking: list[str] = []
         self.signature = "sig-EqQBCgIYAhIM1gbcDa9GJwZA2b3h"
         self.redacted: str | None = None
         self.tool_uses: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.usage: dict[str, int] = {"input_tokens": 7, "output_tokens": 4}
-        self.delay = 0.0
-        self.chunk_delay = 0.0
-        self.error: tuple[int, bytes, dict[str, str]] | None = None
         self.mid_stream_error: dict[str, str] | None = None
         self.cut_short = False
 
@@ -103,41 +100,23 @@ class FakeAnthropicUpstream(FakeOpenAIUpstream):
         return self.stop_reason or ("tool_use" if self.tool_uses else "end_turn")
 
 
-class _AnthropicHandler(_Handler):
-    @property
-    def fake(self) -> FakeAnthropicUpstream:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        fake = self.fake
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
-        try:
-            if fake.delay:
-                self._wait(fake.delay)
-            if self.path.partition("?")[0] != "/v1/messages":
-                self._error(404, "not_found_error", f"Not found: {self.path}")
-            elif headers.get("x-api-key") != fake.api_key:
-                self._error(401, "authentication_error", "invalid x-api-key")
-            elif headers.get("anthropic-version") != API_VERSION:
-                self._error(400, "invalid_request_error", "anthropic-version: header is required")
-            elif fake.error is not None:
-                status, error_body, extra = fake.error
-                self._send_json(status, error_body, extra)
-            elif not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
-                self._error(400, "invalid_request_error", "max_tokens: Field required")
-            elif body.get("stream"):
-                self._stream(body)
-            else:
-                self._send_json(200, json.dumps(_message(fake, body, fake.content(), final=True)).encode())
-        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            fake._note_disconnect()
-            self.close_connection = True
+class _AnthropicHandler(UpstreamHandler[FakeAnthropicUpstream]):
+    def respond(self, request: RecordedRequest) -> None:
+        fake, headers, body = self.fake, request.headers, request.json
+        if self.path.partition("?")[0] != "/v1/messages":
+            self._error(404, "not_found_error", f"Not found: {self.path}")
+        elif headers.get("x-api-key") != fake.api_key:
+            self._error(401, "authentication_error", "invalid x-api-key")
+        elif headers.get("anthropic-version") != API_VERSION:
+            self._error(400, "invalid_request_error", "anthropic-version: header is required")
+        elif fake.error is not None:
+            self._send_json(*fake.error)
+        elif not isinstance(body, dict) or not isinstance(body.get("max_tokens"), int):
+            self._error(400, "invalid_request_error", "max_tokens: Field required")
+        elif body.get("stream"):
+            self._stream(body)
+        else:
+            self._send_json(200, json.dumps(_message(fake, body, fake.content(), final=True)).encode())
 
     def _error(self, status: int, kind: str, message: str) -> None:
         body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
@@ -145,25 +124,16 @@ class _AnthropicHandler(_Handler):
 
     def _stream(self, request: dict[str, Any]) -> None:
         fake = self.fake
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream("text/event-stream; charset=utf-8", {"Cache-Control": "no-cache"})
         sent_content = False
-        for i, event in enumerate(_events(fake, request)):
-            if i and fake.chunk_delay:
-                self._wait(fake.chunk_delay)
-            self._event(event)
+        for event in self._paced(_events(fake, request)):
+            self._write_event(event, event["type"])
             if event["type"] == "content_block_delta" and not sent_content:
                 sent_content = True
                 if fake.mid_stream_error is not None:
-                    self._event({"type": "error", "error": fake.mid_stream_error})
+                    self._write_event({"type": "error", "error": fake.mid_stream_error}, "error")
                     break
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _event(self, data: dict[str, Any]) -> None:
-        self._write_chunk(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+        self._end_stream()
 
 
 FakeAnthropicUpstream.handler = _AnthropicHandler
@@ -216,8 +186,5 @@ def _events(fake: FakeAnthropicUpstream, request: dict[str, Any]) -> Iterator[di
 @pytest.fixture
 def anthropic_upstream() -> Iterator[FakeAnthropicUpstream]:
     """A fake Anthropic Messages API on 127.0.0.1, fresh for each test."""
-    fake = FakeAnthropicUpstream().start()
-    try:
+    with FakeAnthropicUpstream() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -34,7 +34,7 @@ Knobs (plain attributes; set them before the request):
 - ``fail(status, error_type, message, times=None)``: answer every request (or the next
   ``times``) as Bedrock answers an error.
 
-Recorded: ``requests`` (see :class:`~tests.fakes.openai_upstream.RecordedRequest`),
+Recorded: ``requests`` (see :class:`~tests.fakes.base.RecordedRequest`),
 ``last_request``, ``disconnects`` and ``wait_for_disconnect``.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.fakes.openai_upstream import ClientGone, FakeOpenAIUpstream, RecordedRequest, _Handler
+from tests.fakes.base import FakeUpstream, RecordedRequest, UpstreamHandler
 
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
@@ -62,14 +62,13 @@ _AUTHORIZATION = re.compile(
 _ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<action>converse|converse-stream|invoke)$")
 
 
-class FakeBedrock(FakeOpenAIUpstream):
+class FakeBedrock(FakeUpstream):
     ACCESS_KEY = "AKIAFAKEBEDROCK0000"
     SECRET_KEY = "fake/Secret+Key0123456789abcdefghijKLMN"
     REGION = "us-east-1"
 
     def reset(self) -> None:
         super().reset()
-        self.pieces = ["Hello", ",", " world", "!"]
         self.reasoning_pieces: list[str] = []
         self.signature = "EqoBCkgIARAB-fake-signature"
         self.tool_calls: list[dict[str, Any]] = []  # [{"name", "input"}]
@@ -81,7 +80,7 @@ class FakeBedrock(FakeOpenAIUpstream):
         self.session_token: str | None = None
         self.error_times: int | None = None
 
-    def fail(  # type: ignore[override]
+    def fail(
         self, status: int, error_type: str = "ValidationException", message: str = "Bad request.",
         *, times: int | None = None,
     ) -> None:
@@ -130,70 +129,49 @@ def exception(exception_type: str, message: str) -> bytes:
     )
 
 
-class _BedrockHandler(_Handler):
-    @property
-    def fake(self) -> FakeBedrock:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+class _BedrockHandler(UpstreamHandler[FakeBedrock]):
+    def respond(self, request: RecordedRequest) -> None:
         fake = self.fake
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
-        try:
-            if fake.delay:
-                self._wait(fake.delay)
-            refused = _check_signature(fake, self.path, headers, raw)
-            if refused is not None:
-                status, error_type, message = refused
-                self._send_json(status, json.dumps({"message": message}).encode(), _error_headers(error_type))
-                return
-            if fake.error is not None:
-                status, error_body, error_headers = fake.error
-                if fake.error_times is not None:
-                    fake.error_times -= 1
-                    if fake.error_times <= 0:
-                        fake.error = None
-                self._send_json(status, error_body, error_headers)
-                return
-            route = _ROUTE.match(self.path)
-            if route is None:
-                message = json.dumps({"message": f"Unknown operation {self.path}"}).encode()
-                self._send_json(404, message, _error_headers("UnknownOperationException"))
-                return
-            if not isinstance(body, dict):
-                message = json.dumps({"message": "Malformed input request, please reformat your input and try again."})
-                self._send_json(400, message.encode(), _error_headers("ValidationException"))
-                return
-            action = route["action"]
-            if action == "converse":
-                self._send_json(200, json.dumps(_whole_answer(fake)).encode())
-            elif action == "converse-stream":
-                self._stream(fake)
-            else:
-                self._invoke(body)
-        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            fake._note_disconnect()
-            self.close_connection = True
+        refused = _check_signature(fake, request.path, request.headers, request.raw)
+        if refused is not None:
+            status, error_type, message = refused
+            self._send_json(status, json.dumps({"message": message}).encode(), _error_headers(error_type))
+            return
+        if fake.error is not None:
+            error = fake.error
+            if fake.error_times is not None:
+                fake.error_times -= 1
+                if fake.error_times <= 0:
+                    fake.error = None
+            self._send_json(*error)
+            return
+        route = _ROUTE.match(self.path)
+        if route is None:
+            message = json.dumps({"message": f"Unknown operation {self.path}"}).encode()
+            self._send_json(404, message, _error_headers("UnknownOperationException"))
+            return
+        body = request.json
+        if not isinstance(body, dict):
+            message = json.dumps({"message": "Malformed input request, please reformat your input and try again."})
+            self._send_json(400, message.encode(), _error_headers("ValidationException"))
+            return
+        action = route["action"]
+        if action == "converse":
+            self._send_json(200, json.dumps(_whole_answer(fake)).encode())
+        elif action == "converse-stream":
+            self._stream(fake)
+        else:
+            self._invoke(body)
 
     def _stream(self, fake: FakeBedrock) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")
-        self.end_headers()
+        self._start_stream("application/vnd.amazon.eventstream",
+                           {"x-amzn-requestid": "00000000-0000-0000-0000-000000000000"})
         if fake.stream_exception is not None and fake.exception_first:
             self._write_chunk(exception(*fake.stream_exception))
-            self.wfile.write(b"0\r\n\r\n")
+            self._end_stream()
             return
         first_delta = True
-        for i, (kind, message) in enumerate(_stream_messages(fake)):
-            if i and fake.chunk_delay:
-                self._wait(fake.chunk_delay)
+        for kind, message in self._paced(_stream_messages(fake)):
             if kind == "contentBlockDelta" and first_delta and fake.corrupt_crc:
                 message = message[:-4] + bytes(b ^ 0xFF for b in message[-4:])
             self._write_chunk(message)
@@ -202,7 +180,7 @@ class _BedrockHandler(_Handler):
                 if fake.stream_exception is not None:
                     self._write_chunk(exception(*fake.stream_exception))
                     break
-        self.wfile.write(b"0\r\n\r\n")
+        self._end_stream()
 
     def _invoke(self, body: dict[str, Any]) -> None:
         # Vector i is [i, len(text), 0.5]: a test can tell which input it belongs to.
@@ -318,8 +296,5 @@ def _whole_answer(fake: FakeBedrock) -> dict[str, Any]:
 @pytest.fixture
 def bedrock_upstream() -> Iterator[FakeBedrock]:
     """A fake Bedrock runtime on 127.0.0.1, fresh for each test."""
-    fake = FakeBedrock().start()
-    try:
+    with FakeBedrock() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -25,7 +25,7 @@ Knobs (plain attributes; set them before the request):
 - ``fail(status, message)``: answer every request with that status and ``{"message"}``.
 
 Recorded: ``requests``, ``last_request``, ``disconnects`` and ``wait_for_disconnect`` (see
-:mod:`tests.fakes.openai_upstream`).
+:mod:`tests.fakes.base`).
 """
 from __future__ import annotations
 
@@ -34,15 +34,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.fakes.openai_upstream import ClientGone, FakeOpenAIUpstream, RecordedRequest, _Handler
+from tests.fakes.base import FakeUpstream, RecordedRequest, UpstreamHandler
 
 
-class FakeCohere(FakeOpenAIUpstream):
+class FakeCohere(FakeUpstream):
     API_KEY = "co-fake-key-0123456789abcdef"
 
     def reset(self) -> None:
         super().reset()
-        self.pieces = ["Hello", ",", " world", "!"]
         self.thinking_pieces: list[str] = []
         self.tool_plan = ""
         self.tool_calls: list[dict[str, str]] = []  # [{"name", "arguments"}]
@@ -52,7 +51,7 @@ class FakeCohere(FakeOpenAIUpstream):
             "billed_units": {"input_tokens": 5, "output_tokens": 4}, "tokens": {"input_tokens": 71, "output_tokens": 4},
         }
 
-    def fail(self, status: int, message: str = "invalid request", **_: Any) -> None:  # type: ignore[override]
+    def fail(self, status: int, message: str = "invalid request") -> None:
         """Answer every request with ``status`` and a Cohere error body."""
         self.error = (status, json.dumps({"id": "err-fake", "message": message}).encode(), {})
 
@@ -62,53 +61,30 @@ class FakeCohere(FakeOpenAIUpstream):
         return self.url
 
 
-class _CohereHandler(_Handler):
-    @property
-    def fake(self) -> FakeCohere:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+class _CohereHandler(UpstreamHandler[FakeCohere]):
+    def respond(self, request: RecordedRequest) -> None:
         fake = self.fake
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
-        try:
-            if fake.delay:
-                self._wait(fake.delay)
-            if headers.get("authorization") != f"Bearer {fake.API_KEY}":
-                self._send_json(401, json.dumps({"id": "err-auth", "message": "invalid api token"}).encode())
-                return
-            if fake.error is not None:
-                status, error_body, error_headers = fake.error
-                self._send_json(status, error_body, error_headers)
-                return
-            request = body if isinstance(body, dict) else {}
-            if self.path == "/v2/chat" and request.get("stream"):
-                self._stream(fake)
-            elif self.path == "/v2/chat":
-                self._send_json(200, json.dumps(_whole_answer(fake)).encode())
-            elif self.path == "/v2/embed":
-                self._embed(request)
-            else:
-                self._send_json(404, json.dumps({"id": "err-404", "message": f"no route for {self.path}"}).encode())
-        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            fake._note_disconnect()
-            self.close_connection = True
+        if request.headers.get("authorization") != f"Bearer {fake.API_KEY}":
+            self._send_json(401, json.dumps({"id": "err-auth", "message": "invalid api token"}).encode())
+            return
+        if fake.error is not None:
+            self._send_json(*fake.error)
+            return
+        body = request.json if isinstance(request.json, dict) else {}
+        if self.path == "/v2/chat" and body.get("stream"):
+            self._stream(fake)
+        elif self.path == "/v2/chat":
+            self._send_json(200, json.dumps(_whole_answer(fake)).encode())
+        elif self.path == "/v2/embed":
+            self._embed(body)
+        else:
+            self._send_json(404, json.dumps({"id": "err-404", "message": f"no route for {self.path}"}).encode())
 
     def _stream(self, fake: FakeCohere) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for i, event in enumerate(_stream_events(fake)):
-            if i and fake.chunk_delay:
-                self._wait(fake.chunk_delay)
-            self._write_chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
-        self.wfile.write(b"0\r\n\r\n")
+        self._start_stream()
+        for event in self._paced(_stream_events(fake)):
+            self._write_event(event, event["type"])
+        self._end_stream()
 
     def _embed(self, request: dict[str, Any]) -> None:
         texts = list(request.get("texts") or [])
@@ -183,8 +159,5 @@ def _whole_answer(fake: FakeCohere) -> dict[str, Any]:
 @pytest.fixture
 def cohere_upstream() -> Iterator[FakeCohere]:
     """A fake Cohere v2 API on 127.0.0.1, fresh for each test."""
-    fake = FakeCohere().start()
-    try:
+    with FakeCohere() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -38,7 +38,7 @@ Knobs (plain attributes; set them before the request):
 - ``mid_stream_error``: an error object sent as a ``data:`` event after the first chunk.
 - ``token_error``: ``(status, body)`` the token endpoint answers instead of a token.
 - ``token_expires_in``: the tokens' lifetime in seconds; ``token_delay``: seconds before it answers.
-- ``delay`` / ``chunk_delay`` (from the OpenAI fake): wait before answering / between chunks.
+- ``delay`` / ``chunk_delay`` (as every fake, :mod:`tests.fakes.base`): wait before answering / between chunks.
 
 Recorded: ``requests`` (vendor calls, :class:`RecordedRequest`), ``last_request``,
 ``token_requests`` (the decoded claims of each good JWT grant), ``issued_tokens``.
@@ -57,7 +57,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fakes.openai_upstream import ClientGone, FakeOpenAIUpstream, RecordedRequest, _Handler
+from tests.fakes.base import FakeUpstream, RecordedRequest, UpstreamHandler
 
 CLIENT_EMAIL = "fondasi-test@fondasi-test.iam.gserviceaccount.com"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -65,7 +65,7 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 AUDIENCE = "https://oauth2.googleapis.com/token"  # what a grant is addressed to, wherever it is posted
 
 
-class FakeGeminiUpstream(FakeOpenAIUpstream):
+class FakeGeminiUpstream(FakeUpstream):
     def reset(self) -> None:
         super().reset()
         self.api_key = "AIzaSy-test-0123456789abcdef"
@@ -75,6 +75,7 @@ class FakeGeminiUpstream(FakeOpenAIUpstream):
         self.finish_reason: str | None = "STOP"
         self.usage: dict[str, int] | None = {"promptTokenCount": 7, "candidatesTokenCount": 4, "totalTokenCount": 11}
         self.block_reason: str | None = None
+        self.mid_stream_error: dict[str, Any] | None = None
         self.public_key: rsa.RSAPublicKey | None = None
         self.token_expires_in = 3600
         self.token_delay = 0.0
@@ -82,7 +83,7 @@ class FakeGeminiUpstream(FakeOpenAIUpstream):
         self.token_requests: list[dict[str, Any]] = []
         self.issued_tokens: list[str] = []
 
-    def fail(  # type: ignore[override]
+    def fail(
         self,
         status: int,
         message: str = "Something went wrong.",
@@ -106,60 +107,45 @@ class FakeGeminiUpstream(FakeOpenAIUpstream):
         return self.url + "/token"
 
 
-class _GeminiHandler(_Handler):
-    @property
-    def fake(self) -> FakeGeminiUpstream:
-        return self.server.fake  # type: ignore[attr-defined]
-
+class _GeminiHandler(UpstreamHandler[FakeGeminiUpstream]):
     def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path.partition("?")[0] == "/token":  # not a vendor call: neither recorded nor delayed
+            self._token(self.rfile.read(int(self.headers.get("content-length") or 0)))
+        else:
+            super().do_POST()
+
+    def respond(self, request: RecordedRequest) -> None:
         fake = self.fake
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        route, _, query = self.path.partition("?")
-        if route == "/token":
-            self._token(raw)
+        if fake.error is not None:
+            self._send_json(*fake.error)
             return
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
-        try:
-            if fake.delay:
-                self._wait(fake.delay)
-            if fake.error is not None:
-                status, error_body, error_headers = fake.error
-                self._send_json(status, error_body, error_headers)
+        route, _, query = self.path.partition("?")
+        vertex = route.startswith("/v1/projects/")
+        refusal = self._refusal(request.headers, vertex)
+        if refusal is not None:
+            self._send_json(*refusal)
+            return
+        body = request.json if isinstance(request.json, dict) else {}
+        method = route.rpartition(":")[2]
+        if method == "generateContent":
+            self._send_json(200, json.dumps(_full_answer(fake, body)).encode())
+        elif method == "streamGenerateContent" and "alt=sse" in query:
+            self._stream(body)
+        elif method == "embedContent" and not vertex:
+            text = body["content"]["parts"][0]["text"]
+            self._send_json(200, json.dumps({"embedding": {"values": _vector(0, text)}}).encode())
+        elif method == "batchEmbedContents" and not vertex:
+            model = "models/" + route.rpartition("/models/")[2].rpartition(":")[0]
+            items = body.get("requests") or []
+            if any(item.get("model") != model for item in items):
+                self._send_json(*_google_error(400, f"Each request's model must be {model}.", "INVALID_ARGUMENT"))
                 return
-            vertex = route.startswith("/v1/projects/")
-            refusal = self._refusal(headers, vertex)
-            if refusal is not None:
-                self._send_json(*refusal)
-                return
-            request = body if isinstance(body, dict) else {}
-            method = route.rpartition(":")[2]
-            if method == "generateContent":
-                self._send_json(200, json.dumps(_full_answer(fake, request)).encode())
-            elif method == "streamGenerateContent" and "alt=sse" in query:
-                self._stream(request)
-            elif method == "embedContent" and not vertex:
-                text = request["content"]["parts"][0]["text"]
-                self._send_json(200, json.dumps({"embedding": {"values": _vector(0, text)}}).encode())
-            elif method == "batchEmbedContents" and not vertex:
-                model = "models/" + route.rpartition("/models/")[2].rpartition(":")[0]
-                items = request.get("requests") or []
-                if any(item.get("model") != model for item in items):
-                    self._send_json(*_google_error(400, f"Each request's model must be {model}.", "INVALID_ARGUMENT"))
-                    return
-                vectors = [{"values": _vector(i, item["content"]["parts"][0]["text"])} for i, item in enumerate(items)]
-                self._send_json(200, json.dumps({"embeddings": vectors}).encode())
-            elif method == "predict" and vertex:
-                self._send_json(200, json.dumps(_predictions(request)).encode())
-            else:
-                self._send_json(*_google_error(404, f"Method not found: {self.path}", "NOT_FOUND"))
-        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            fake._note_disconnect()
-            self.close_connection = True
+            vectors = [{"values": _vector(i, item["content"]["parts"][0]["text"])} for i, item in enumerate(items)]
+            self._send_json(200, json.dumps({"embeddings": vectors}).encode())
+        elif method == "predict" and vertex:
+            self._send_json(200, json.dumps(_predictions(body)).encode())
+        else:
+            self._send_json(*_google_error(404, f"Method not found: {self.path}", "NOT_FOUND"))
 
     def _refusal(self, headers: dict[str, str], vertex: bool) -> tuple[int, bytes] | None:
         fake = self.fake
@@ -176,18 +162,13 @@ class _GeminiHandler(_Handler):
 
     def _stream(self, request: dict[str, Any]) -> None:
         fake = self.fake
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for i, chunk in enumerate(_stream_chunks(fake, request)):
-            if i and fake.chunk_delay:
-                self._wait(fake.chunk_delay)
+        self._start_stream()
+        for chunk in self._paced(_stream_chunks(fake, request)):
             self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
             if fake.mid_stream_error is not None:
                 self._write_chunk(b"data: " + json.dumps(fake.mid_stream_error).encode() + b"\r\n\r\n")
                 break
-        self.wfile.write(b"0\r\n\r\n")
+        self._end_stream()
 
     def _token(self, raw: bytes) -> None:
         """The OAuth token endpoint: check the JWT grant, answer an access token."""
@@ -353,8 +334,5 @@ def service_account_json(fake: FakeGeminiUpstream) -> str:
 @pytest.fixture
 def gemini_upstream() -> Iterator[FakeGeminiUpstream]:
     """A fake Google vendor (Gemini API, Vertex AI, token endpoint) on 127.0.0.1, fresh for each test."""
-    fake = FakeGeminiUpstream().start()
-    try:
+    with FakeGeminiUpstream() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -50,53 +50,20 @@ names, raw body, decoded json, peer address), ``last_request``, ``disconnects``
 from __future__ import annotations
 
 import json
-import select
-import socket
-import threading
-import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
 
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # names lower-cased
-    raw: bytes
-    json: Any  # the decoded body, or None if it was not JSON
-    peer: tuple[str, int]  # the client's address: the same port twice means a reused connection
+from tests.fakes.base import FakeUpstream, RecordedRequest, UpstreamHandler
 
 
-class ClientGone(Exception):
-    """The client closed the connection before the answer was complete."""
-
-
-class FakeOpenAIUpstream:
-    #: the request handler class (set after its definition below); a subclass may use its own
-    handler: type
-
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.disconnects = 0
-        self._disconnected = threading.Event()
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.reset()
-
+class FakeOpenAIUpstream(FakeUpstream):
     # --- knobs -------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        self.pieces: list[str] = ["Hello", ",", " world", "!"]
+        super().reset()
         self.finish_reason: str | None = "stop"
         self.usage: dict[str, int] | None = {"prompt_tokens": 7, "completion_tokens": 4}
-        self.delay = 0.0
-        self.chunk_delay = 0.0
-        self.error: tuple[int, bytes, dict[str, str]] | None = None
         self.mid_stream_error: dict[str, Any] | None = None
         self.send_done = True
         self.ignore_stream = False
@@ -122,100 +89,32 @@ class FakeOpenAIUpstream:
             body = json.dumps({"error": {"message": message, "type": type, "param": None, "code": code}}).encode()
         self.error = (status, body, dict(headers or {}))
 
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> "FakeOpenAIUpstream":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
     @property
     def base_url(self) -> str:
         """What goes in ``openai_api_base``."""
         return self.url + "/v1"
 
-    # --- what happened -----------------------------------------------------------------------
 
-    @property
-    def last_request(self) -> RecordedRequest:
-        assert self.requests, "the fake received no request"
-        return self.requests[-1]
-
-    def wait_for_disconnect(self, timeout: float = 2.0) -> bool:
-        """Whether a client went away mid-answer (waiting up to ``timeout`` seconds)."""
-        return self._disconnected.wait(timeout)
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-    def _note_disconnect(self) -> None:
-        with self._lock:
-            self.disconnects += 1
-        self._disconnected.set()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, like real servers
-    disable_nagle_algorithm = True  # else headers-then-body writes wait ~40 ms on delayed ACKs
-    server: ThreadingHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    @property
-    def fake(self) -> FakeOpenAIUpstream:
-        return self.server.fake  # type: ignore[attr-defined]
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        fake = self.fake
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fake._record(RecordedRequest("POST", self.path, headers, raw, body, tuple(self.client_address)))
-        try:
-            if fake.delay:
-                self._wait(fake.delay)
-            if fake.error is not None:
-                status, error_body, headers = fake.error
-                self._send_json(status, error_body, headers)
-                return
-            request = body if isinstance(body, dict) else {}
-            route = self.path.partition("?")[0]
-            if route.endswith("/invocations"):  # Databricks Model Serving: the body says the task
-                for key, suffix in (("messages", "/chat/completions"), ("prompt", "/completions"), ("input", "/embeddings")):
-                    if key in request:
-                        route = suffix
-                        break
-            if route.endswith("/chat/completions"):
-                self._answer(request, chat=True)
-            elif route.endswith("/completions"):
-                self._answer(request, chat=False)
-            elif route.endswith("/embeddings"):
-                self._embeddings(request)
-            else:
-                self._send_json(404, json.dumps({"error": {"message": f"No route {self.path}", "type": "not_found"}}).encode())
-        except (ClientGone, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            fake._note_disconnect()
-            self.close_connection = True
+class _Handler(UpstreamHandler[FakeOpenAIUpstream]):
+    def respond(self, request: RecordedRequest) -> None:
+        if self.fake.error is not None:
+            self._send_json(*self.fake.error)
+            return
+        body = request.json if isinstance(request.json, dict) else {}
+        route = self.path.partition("?")[0]
+        if route.endswith("/invocations"):  # Databricks Model Serving: the body says the task
+            for key, suffix in (("messages", "/chat/completions"), ("prompt", "/completions"), ("input", "/embeddings")):
+                if key in body:
+                    route = suffix
+                    break
+        if route.endswith("/chat/completions"):
+            self._answer(body, chat=True)
+        elif route.endswith("/completions"):
+            self._answer(body, chat=False)
+        elif route.endswith("/embeddings"):
+            self._embeddings(body)
+        else:
+            self._send_json(404, json.dumps({"error": {"message": f"No route {self.path}", "type": "not_found"}}).encode())
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -229,24 +128,18 @@ class _Handler(BaseHTTPRequestHandler):
         if not request.get("stream") or fake.ignore_stream:
             self._send_json(200, json.dumps(_full_answer(fake, model, n, chat)).encode())
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream(headers={"Cache-Control": "no-cache"})
         wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         first_content = n if chat else 0  # chat opens with one role-only event per choice
-        for i, chunk in enumerate(_stream_chunks(fake, model, n, chat, wants_usage)):
-            if i and fake.chunk_delay:
-                self._wait(fake.chunk_delay)
-            self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        for i, chunk in enumerate(self._paced(_stream_chunks(fake, model, n, chat, wants_usage))):
+            self._write_event(chunk)
             if fake.mid_stream_error is not None and i == first_content:
-                self._write_chunk(b"data: " + json.dumps(fake.mid_stream_error).encode() + b"\n\n")
+                self._write_event(fake.mid_stream_error)
                 break
         else:
             if fake.send_done:
                 self._write_chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
+        self._end_stream()
 
     def _embeddings(self, request: dict[str, Any]) -> None:
         fake = self.fake
@@ -267,36 +160,6 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         self._send_json(200, json.dumps(answer).encode())
-
-    # --- wire helpers ------------------------------------------------------------------------
-
-    def _send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-    def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, raising ClientGone as soon as the client closes the connection."""
-        deadline = time.monotonic() + seconds
-        sock = self.connection
-        while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([sock], [], [], left)
-            if readable:
-                try:
-                    peeked = sock.recv(1, socket.MSG_PEEK)
-                except OSError:
-                    raise ClientGone from None
-                if not peeked:
-                    raise ClientGone
-                time.sleep(left)  # the client sent more (a pipelined request): just wait
-                return
 
 
 FakeOpenAIUpstream.handler = _Handler
@@ -410,8 +273,5 @@ def _usage(usage: dict[str, int], fake: FakeOpenAIUpstream | None = None) -> dic
 @pytest.fixture
 def openai_upstream() -> Iterator[FakeOpenAIUpstream]:
     """A fake OpenAI-compatible vendor on 127.0.0.1, fresh for each test."""
-    fake = FakeOpenAIUpstream().start()
-    try:
+    with FakeOpenAIUpstream() as fake:
         yield fake
-    finally:
-        fake.stop()

@@ -13,7 +13,6 @@ import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.anthropic import (
     AnthropicProvider,
     StreamTranslator,
@@ -21,7 +20,8 @@ from endpoints.providers.anthropic import (
     message_events,
 )
 from endpoints.providers.base import EntitySpec
-from endpoints.schemas import CHAT, COMPLETIONS, ChatRequest
+from endpoints.schemas import CHAT, COMPLETIONS
+from tests.endpoints.providers.helpers import assert_closing_the_stream_disconnects, chat, drain, failure
 from tests.fakes.anthropic_upstream import API_KEY, FakeAnthropicUpstream, anthropic_upstream  # noqa: F401 (fixture)
 
 MODEL = "claude-sonnet-4-5"
@@ -31,28 +31,14 @@ WEATHER = {"type": "function", "function": {
 }}
 
 
+pytestmark = pytest.mark.usefixtures("no_retries")  # vendor errors reach the tests at once
+
+
 def make_provider(base_url: str | None, **config: Any) -> AnthropicProvider:
     config = {"anthropic_api_key": API_KEY, **config}
     if base_url is not None:
         config["anthropic_api_base"] = base_url
     return AnthropicProvider(EntitySpec(name="ep", provider="anthropic", model=MODEL, task=CHAT, config=config))
-
-
-def chat(**body: Any) -> ChatRequest:
-    """A streaming chat request (what most tests here relay); pass stream=False for one answer."""
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    """The ServingError raised by the first step of ``stream`` (nothing may be yielded first)."""
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
 
 
 def bad_request(**body: Any) -> ServingError:
@@ -62,17 +48,8 @@ def bad_request(**body: Any) -> ServingError:
     return info.value
 
 
-@pytest_asyncio.fixture
-async def pool():
-    """Closes the pooled client of the test's event loop afterwards."""
-    yield
-    await http.aclose_client()
-
-
 @pytest.fixture
-def provider(anthropic_upstream: FakeAnthropicUpstream, pool, monkeypatch) -> AnthropicProvider:  # noqa: F811
-    # Errors surface at once here; retrying them is http.py's work (tests/endpoints/providers/test_http_retry.py).
-    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
+def provider(anthropic_upstream: FakeAnthropicUpstream, pool) -> AnthropicProvider:  # noqa: F811
     return make_provider(anthropic_upstream.base_url)
 
 
@@ -439,7 +416,8 @@ async def test_it_reports_max_tokens_as_length(provider, anthropic_upstream):
 
 
 @pytest.mark.asyncio
-async def test_it_reuses_the_pooled_connection_across_requests(provider, anthropic_upstream):
+async def test_it_reuses_the_pooled_connection_across_requests(provider, anthropic_upstream, monkeypatch):
+    monkeypatch.setenv("FONDASI_HTTP_POOLS", "1")  # one pool: every request may take the same connection
     await drain(provider.chat(chat()))
     await drain(provider.chat(chat(stream=False)))
     await drain(provider.chat(chat()))
@@ -578,14 +556,7 @@ async def test_it_maps_an_anthropic_that_does_not_answer_in_time_to_504(anthropi
 
 @pytest.mark.asyncio
 async def test_it_closes_the_upstream_stream_when_the_consumer_stops(provider, anthropic_upstream):
-    anthropic_upstream.pieces = ["tok"] * 100
-    anthropic_upstream.chunk_delay = 0.1  # a 10-second stream
-    stream = provider.chat(chat())
-    assert await stream.__anext__() == TextDelta("tok")
-    started = time.monotonic()
-    await stream.aclose()
-    assert await asyncio.to_thread(anthropic_upstream.wait_for_disconnect, 2)
-    assert time.monotonic() - started < 1
+    await assert_closing_the_stream_disconnects(provider, anthropic_upstream)
 
 
 # --- through Fondasi's HTTP API, with the real openai client -------------------------------

@@ -5,26 +5,26 @@ frames, so these tests run the provider's signer, HTTP client and event-stream p
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.bedrock import BedrockProvider, StreamState, converse_body, converse_events, stream_events
-from endpoints.schemas import CHAT, EMBEDDINGS, ChatRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, EMBEDDINGS, EmbeddingsRequest
+from tests.endpoints.providers.helpers import assert_closing_the_stream_disconnects, chat, drain, failure
 from tests.fakes.bedrock_upstream import FakeBedrock, bedrock_upstream, model_of  # noqa: F401 (fixture)
 
 MODEL = "anthropic.claude-3-7-sonnet-20250219-v1:0"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+
+
+pytestmark = pytest.mark.usefixtures("no_retries")  # vendor errors reach the tests at once
 
 
 def config(**overrides: Any) -> dict[str, Any]:
@@ -40,36 +40,6 @@ def config(**overrides: Any) -> dict[str, Any]:
 def make_provider(task: str = CHAT, model: str = MODEL, **overrides: Any) -> BedrockProvider:
     spec = EntitySpec(name="ep", provider="amazon-bedrock", model=model, task=task, config=config(**overrides))
     return BedrockProvider(spec)
-
-
-def chat(**body: Any) -> ChatRequest:
-    """A streaming chat request; pass stream=False for one answer."""
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    """The ServingError raised by the first step of ``stream`` (nothing may be yielded first)."""
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
-
-
-@pytest.fixture(autouse=True)
-def no_retries(monkeypatch):
-    """Upstream errors reach the test at once (retries are tested in test_http_retry.py)."""
-    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
-
-
-@pytest_asyncio.fixture
-async def pool():
-    """Closes the pooled client of the test's event loop afterwards."""
-    yield
-    await http.aclose_client()
 
 
 @pytest.fixture
@@ -366,14 +336,7 @@ async def test_a_message_with_a_bad_crc_is_a_503_not_garbage(provider, bedrock_u
 
 @pytest.mark.asyncio
 async def test_it_closes_the_upstream_stream_when_the_consumer_stops(provider, bedrock_upstream):
-    bedrock_upstream.pieces = ["tok"] * 100
-    bedrock_upstream.chunk_delay = 0.1  # a 10-second stream
-    stream = provider.chat(chat())
-    assert await stream.__anext__() == TextDelta("tok")
-    started = time.monotonic()
-    await stream.aclose()
-    assert await asyncio.to_thread(bedrock_upstream.wait_for_disconnect, 2)
-    assert time.monotonic() - started < 1
+    await assert_closing_the_stream_disconnects(provider, bedrock_upstream)
 
 
 @pytest.mark.asyncio

@@ -1,60 +1,30 @@
 """The Cohere provider, against a fake Cohere v2 API over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.cohere import CohereProvider, StreamState, chat_body, chat_events, stream_events
-from endpoints.schemas import CHAT, EMBEDDINGS, ChatRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, EMBEDDINGS, EmbeddingsRequest
+from tests.endpoints.providers.helpers import assert_closing_the_stream_disconnects, chat, drain, failure
 from tests.fakes.cohere_upstream import FakeCohere, cohere_upstream  # noqa: F401 (fixture)
 
 MODEL = "command-a-03-2025"
 
 
+pytestmark = pytest.mark.usefixtures("no_retries")  # vendor errors reach the tests at once
+
+
 def make_provider(task: str = CHAT, **config: Any) -> CohereProvider:
     config = {"cohere_api_key": FakeCohere.API_KEY, **config}
     return CohereProvider(EntitySpec(name="ep", provider="cohere", model=MODEL, task=task, config=config))
-
-
-def chat(**body: Any) -> ChatRequest:
-    """A streaming chat request; pass stream=False for one answer."""
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    """The ServingError raised by the first step of ``stream`` (nothing may be yielded first)."""
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
-
-
-@pytest.fixture(autouse=True)
-def no_retries(monkeypatch):
-    """Upstream errors reach the test at once (retries are tested in test_http_retry.py)."""
-    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
-
-
-@pytest_asyncio.fixture
-async def pool():
-    """Closes the pooled client of the test's event loop afterwards."""
-    yield
-    await http.aclose_client()
 
 
 @pytest.fixture
@@ -301,14 +271,7 @@ async def test_it_maps_cohere_errors_with_the_vendor_message(provider, cohere_up
 
 @pytest.mark.asyncio
 async def test_it_closes_the_upstream_stream_when_the_consumer_stops(provider, cohere_upstream):
-    cohere_upstream.pieces = ["tok"] * 100
-    cohere_upstream.chunk_delay = 0.1  # a 10-second stream
-    stream = provider.chat(chat())
-    assert await stream.__anext__() == TextDelta("tok")
-    started = time.monotonic()
-    await stream.aclose()
-    assert await asyncio.to_thread(cohere_upstream.wait_for_disconnect, 2)
-    assert time.monotonic() - started < 1
+    await assert_closing_the_stream_disconnects(provider, cohere_upstream)
 
 
 @pytest.mark.asyncio

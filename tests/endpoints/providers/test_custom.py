@@ -6,41 +6,20 @@ import json
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.events import Finish, ToolCallDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.openai import CustomProvider
-from endpoints.schemas import CHAT, ChatRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, EmbeddingsRequest
 from tests.conftest import api_client
-from tests.fakes.openai_upstream import FakeOpenAIUpstream, openai_upstream  # noqa: F401 (fixture)
+from tests.endpoints.providers.helpers import chat, drain
 
 SECRET = "gw-secret-0123456789"
 
 
 def make_provider(url: str | None, **config: Any) -> CustomProvider:
     return CustomProvider(EntitySpec("ep", "custom", "my-model", CHAT, {"custom_provider_url": url, **config}))
-
-
-def chat(**body: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-@pytest_asyncio.fixture
-async def pool():
-    yield
-    await http.aclose_client()
-
-
-@pytest.fixture
-def upstream(openai_upstream: FakeOpenAIUpstream, pool) -> FakeOpenAIUpstream:  # noqa: F811
-    return openai_upstream
 
 
 # --- config --------------------------------------------------------------------------------

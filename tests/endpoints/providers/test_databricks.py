@@ -7,16 +7,15 @@ import json
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.databricks import DatabricksModelServingProvider, chat_body, chat_events, completion_body
-from endpoints.schemas import CHAT, ChatRequest, CompletionRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, CompletionRequest, EmbeddingsRequest
 from tests.conftest import api_client
-from tests.fakes.openai_upstream import FakeOpenAIUpstream, openai_upstream  # noqa: F401 (fixture)
+from tests.endpoints.providers.helpers import chat, drain
 
 TOKEN = "dapi0123456789abcdef"
 REASONING = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Rayleigh.", "signature": "sig-1"}]}
@@ -25,25 +24,6 @@ REASONING = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "
 def make_provider(url: str | None, model: str = "remote-chat", **config: Any) -> DatabricksModelServingProvider:
     config = {"databricks_workspace_url": url, "databricks_api_token": TOKEN, **config}
     return DatabricksModelServingProvider(EntitySpec("ep", "databricks-model-serving", model, CHAT, config))
-
-
-def chat(**body: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-@pytest_asyncio.fixture
-async def pool():
-    yield
-    await http.aclose_client()
-
-
-@pytest.fixture
-def upstream(openai_upstream: FakeOpenAIUpstream, pool) -> FakeOpenAIUpstream:  # noqa: F811
-    return openai_upstream
 
 
 # --- pure translators ----------------------------------------------------------------------

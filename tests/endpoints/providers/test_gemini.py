@@ -7,14 +7,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 
 from endpoints.errors import ServingError
-from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from endpoints.providers import http
+from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, Usage
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.gemini import GeminiProvider, StreamState, chat_body, chunk_events, closing_events
-from endpoints.schemas import CHAT, ChatRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, EmbeddingsRequest
+from tests.endpoints.providers.helpers import chat, drain, failure
 from tests.fakes.gemini_upstream import FakeGeminiUpstream, gemini_upstream  # noqa: F401 (fixture)
 
 WEATHER = {"type": "function", "function": {
@@ -24,35 +23,12 @@ WEATHER = {"type": "function", "function": {
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
+pytestmark = pytest.mark.usefixtures("no_retries")  # vendor errors reach the tests at once
+
+
 def make_provider(fake: FakeGeminiUpstream, **config: Any) -> GeminiProvider:
     config = {"gemini_api_key": fake.api_key, "gemini_api_base": fake.base_url, **config}
     return GeminiProvider(EntitySpec("ep", "google-gemini", "gemini-test", CHAT, config))
-
-
-def chat(**body: Any) -> ChatRequest:
-    """A streaming chat request; pass stream=False for one answer."""
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    """The ServingError raised by the first step of ``stream`` (nothing may be yielded first)."""
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
-
-
-@pytest_asyncio.fixture
-async def pool(monkeypatch):
-    """Closes the pooled client of the test's event loop afterwards. Errors surface at once here:
-    retrying them is http.py's work (tests/endpoints/providers/test_http_retry.py)."""
-    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
-    yield
-    await http.aclose_client()
 
 
 @pytest.fixture

@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
-import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.providers import http
+from tests.endpoints.providers.helpers import free_port
 
 KEY = "sk-retry-0123456789abcdef"
 HEADERS = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
 BODY = b'{"model": "m", "input": "x"}'
+
+
+pytestmark = pytest.mark.usefixtures("pool")  # each test's pooled client is closed afterwards
 
 
 class FlakyUpstream:
@@ -101,23 +103,11 @@ def upstream() -> Iterator[FlakyUpstream]:
     fake.stop()
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def pool():
-    yield
-    await http.aclose_client()
-
-
 @pytest.fixture(autouse=True)
 def retry_settings(monkeypatch):
     # The defaults, stated: the suite may run with other values in the environment.
     monkeypatch.setenv("FONDASI_HTTP_RETRIES", "2")
     monkeypatch.setenv("FONDASI_HTTP_RETRY_MAX_WAIT", "8")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def post(url: str, **kw: Any) -> Any:

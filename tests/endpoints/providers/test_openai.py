@@ -12,11 +12,10 @@ import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.openai import OpenAIProvider, chat_body, effort_for_budget, is_reasoning_model
-from endpoints.schemas import CHAT, ChatRequest, CompletionRequest, EmbeddingsRequest
-from tests.fakes.openai_upstream import FakeOpenAIUpstream, openai_upstream  # noqa: F401 (fixture)
+from endpoints.schemas import CHAT, CompletionRequest, EmbeddingsRequest
+from tests.endpoints.providers.helpers import chat, drain
 
 KEY = "sk-openai-0123456789abcdef"
 AZURE = {"openai_api_type": "azure", "openai_api_version": "2024-10-21", "openai_deployment_name": "gpt4o prod"}
@@ -25,26 +24,6 @@ HIDDEN_REASONING = {"prompt_tokens": 12, "completion_tokens": 40, "completion_to
 
 def make_provider(model: str = "gpt-4o", **config: Any) -> OpenAIProvider:
     return OpenAIProvider(EntitySpec("ep", "openai", model, CHAT, {"openai_api_key": KEY, **config}))
-
-
-def chat(**body: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-@pytest_asyncio.fixture
-async def pool():
-    """Closes the pooled client of the test's event loop afterwards."""
-    yield
-    await http.aclose_client()
-
-
-@pytest.fixture
-def upstream(openai_upstream: FakeOpenAIUpstream, pool) -> FakeOpenAIUpstream:  # noqa: F811
-    return openai_upstream
 
 
 # --- reasoning models ----------------------------------------------------------------------

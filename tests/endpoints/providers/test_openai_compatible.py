@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
@@ -21,7 +19,8 @@ from endpoints.providers.openai_compatible import (
     completion_events,
     embeddings_result,
 )
-from endpoints.schemas import CHAT, ChatRequest, CompletionRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, CompletionRequest, EmbeddingsRequest
+from tests.endpoints.providers.helpers import assert_closing_the_stream_disconnects, chat, drain, failure, free_port
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, openai_upstream  # noqa: F401 (fixture)
 
 KEY = "sk-test-0123456789abcdef"
@@ -32,36 +31,6 @@ def make_provider(base_url: str, **config: Any) -> OpenAICompatibleProvider:
     return OpenAICompatibleProvider(
         EntitySpec(name="ep", provider="openai-compatible", model="llama-test", task=CHAT, config=config)
     )
-
-
-def chat(**body: Any) -> ChatRequest:
-    """A streaming chat request (what most tests here relay); pass stream=False for one answer."""
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    """The ServingError raised by the first step of ``stream`` (nothing may be yielded first)."""
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest_asyncio.fixture
-async def pool():
-    """Closes the pooled client of the test's event loop afterwards."""
-    yield
-    await http.aclose_client()
 
 
 @pytest.fixture
@@ -492,14 +461,7 @@ async def test_it_maps_a_mid_stream_bad_request_to_400(provider, openai_upstream
 
 @pytest.mark.asyncio
 async def test_it_closes_the_upstream_stream_when_the_consumer_stops(provider, openai_upstream):
-    openai_upstream.pieces = ["tok"] * 100
-    openai_upstream.chunk_delay = 0.1  # a 10-second stream
-    stream = provider.chat(chat())
-    assert await stream.__anext__() == TextDelta("tok", 0)
-    started = time.monotonic()
-    await stream.aclose()
-    assert await asyncio.to_thread(openai_upstream.wait_for_disconnect, 2)
-    assert time.monotonic() - started < 1
+    await assert_closing_the_stream_disconnects(provider, openai_upstream)
     assert openai_upstream.disconnects == 1
 
 

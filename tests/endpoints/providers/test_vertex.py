@@ -9,15 +9,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from endpoints.errors import ServingError
 from endpoints.events import Embeddings, Finish, TextDelta, Usage
-from endpoints.providers import http
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.gemini import VertexProvider
-from endpoints.schemas import CHAT, ChatRequest, EmbeddingsRequest
+from endpoints.schemas import CHAT, EmbeddingsRequest
+from tests.endpoints.providers.helpers import chat, drain, failure
 from tests.fakes.gemini_upstream import (  # noqa: F401 (fixture)
     AUDIENCE,
     CLIENT_EMAIL,
@@ -31,35 +30,15 @@ from tests.fakes.gemini_upstream import (  # noqa: F401 (fixture)
 PATH = "/v1/projects/fondasi-test/locations/europe-west4/publishers/google/models"
 
 
+pytestmark = pytest.mark.usefixtures("no_retries")  # vendor errors reach the tests at once
+
+
 def make_provider(fake: FakeGeminiUpstream, model: str = "gemini-test", **config: Any) -> VertexProvider:
     config = {
         "project_id": "fondasi-test", "region": "europe-west4", "private_key": service_account_json(fake),
         "vertex_api_base": fake.base_url, **config,
     }
     return VertexProvider(EntitySpec("ep", "google-cloud-vertex-ai", model, CHAT, config))
-
-
-def chat(**body: Any) -> ChatRequest:
-    return ChatRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "stream": True, **body})
-
-
-async def drain(stream) -> list:
-    return [event async for event in stream]
-
-
-async def failure(stream) -> ServingError:
-    with pytest.raises(ServingError) as info:
-        await stream.__anext__()
-    await stream.aclose()
-    return info.value
-
-
-@pytest_asyncio.fixture
-async def pool(monkeypatch):
-    """Closes the pooled client of the test's event loop afterwards; vendor errors surface at once."""
-    monkeypatch.setenv("FONDASI_HTTP_RETRIES", "0")
-    yield
-    await http.aclose_client()
 
 
 @pytest.fixture
