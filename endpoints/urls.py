@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import management_api, oauth, views
+from . import management_api, oauth, responses_api, views
 
 urlpatterns = [
     path(".well-known/databricks-config", views.databricks_config),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("serving-endpoints/completions", views.completions),
     path("serving-endpoints/embeddings", views.embeddings),
     path("serving-endpoints/models", views.models_list),
+    path("serving-endpoints/responses", responses_api.responses),
     path("serving-endpoints/<str:name>/invocations", views.invocations),
     path("serving-endpoints/models/<path:model_id>", views.model_detail),
     # The management API: both forms of the collection answer (mlflow adds the slash; a redirect would break POST).
