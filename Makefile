@@ -20,8 +20,10 @@ $(VENV)/.server-installed: requirements.txt | $(PY)
 	$(PIP) install -r requirements.txt
 	touch $@
 
-$(VENV)/.test-installed: requirements.txt requirements-test.txt $(VENV)/.server-installed
+$(VENV)/.test-installed: requirements.txt requirements-test.txt requirements-clients.txt $(VENV)/.server-installed
 	$(PIP) install -r requirements-test.txt
+	@# databricks-langchain cannot be resolved beside the server's pins: its tested set, pinned, without resolving.
+	$(PIP) install --no-deps -r requirements-clients.txt
 	@# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	touch $@

@@ -13,7 +13,10 @@ The function, as DuckDB reads it::
              [, responseFormat => '{"type": "json_object"}' | {'type': 'json_object'}])
 
 - ``endpoint`` is the endpoint's name as a string literal (Databricks requires one too);
-  ``request`` is a text expression (a column, ``'Summarise: ' || review``…).
+  ``request`` is a text expression (a column, ``'Summarise: ' || review``…). Written
+  ``"double-quoted"`` on its own, either is a string, as in Databricks' Spark SQL (its examples
+  write ``ai_query("endpoint", "text")``), not a DuckDB column name: a column whose name needs
+  quotes goes in as part of an expression (``"my column" || ''``) there.
 - The optional arguments are named (``=>`` or ``:=``, in any order) or positional in the order
   above: Databricks' ``ai_query(endpoint, request, returnType, failOnError)`` works as written.
 - ``modelParameters``: the request's generation parameters (``max_tokens``, ``temperature``,
@@ -156,6 +159,9 @@ class Call:
     endpoint: str
     return_type: str | None
     fail_on_error: bool
+    # The endpoint and request arguments written "double-quoted", as Databricks' examples do (Spark
+    # SQL reads a string there, DuckDB a column): (offset, end, the same string single-quoted).
+    strings: tuple[tuple[int, int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,23 @@ def _string_literal(token: _Token) -> str | None:
     if token.kind != "string_const" or not token.text.startswith("'"):
         return None
     return token.text[1:-1].replace("''", "'")
+
+
+def _double_quoted(token: _Token) -> str | None:
+    """Spark SQL's ``"text"`` string literal, which DuckDB reads as a column name."""
+    if token.kind != "identifier" or not token.text.startswith('"'):
+        return None
+    return token.text[1:-1].replace('""', '"')
+
+
+def _spark_strings(given: dict[str, list[_Token]]) -> tuple[tuple[int, int, str], ...]:
+    """The endpoint and request arguments written ``"text"``, each with DuckDB's ``'text'``."""
+    out = []
+    for value in (given["endpoint"], given["request"]):
+        text = _double_quoted(value[0]) if len(value) == 1 else None
+        if text is not None:
+            out.append((value[0].start, value[0].start + len(value[0].text), "'" + text.replace("'", "''") + "'"))
+    return tuple(out)
 
 
 def _arguments(tokens: list[_Token], opening: int) -> tuple[list[list[_Token]], int]:
@@ -215,7 +238,8 @@ def find_calls(sql: str) -> list[Call]:
         args, _ = _arguments(tokens, i + 1)
         given = _bind(args)
         calls.append(Call(token.start, token.start + len(token.text), _endpoint(given.get("endpoint")),
-                          _return_type(given.get("returntype")), _fail_on_error(given.get("failonerror"))))
+                          _return_type(given.get("returntype")), _fail_on_error(given.get("failonerror")),
+                          _spark_strings(given)))
     return calls
 
 
@@ -248,7 +272,7 @@ def _bind(args: list[list[_Token]]) -> dict[str, list[_Token]]:
 
 
 def _endpoint(value: list[_Token]) -> str:
-    name = _string_literal(value[0]) if len(value) == 1 else None
+    name = (_string_literal(value[0]) or _double_quoted(value[0])) if len(value) == 1 else None
     if not name:
         raise SqlError("ai_query's first argument must be the endpoint's name as a string literal, "
                        "like ai_query('local-smollm2-chat', review).")
@@ -495,6 +519,9 @@ class Engine:
                 self._create(conn, names[kind], kind)
             pieces += [sql[last:call.start], names[kind]]
             last = call.end
+            for start, end, literal in call.strings:
+                pieces += [sql[last:start], literal]
+                last = end
         return "".join(pieces) + sql[last:]
 
     def _create(self, conn: duckdb.DuckDBPyConnection, name: str, kind: Kind) -> None:

@@ -17,7 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from endpoints.config import apply, load_file, parse_text
-from endpoints.sql import CANCELLED, EMBED_CHUNK, Engine, SqlError
+from endpoints.sql import CANCELLED, EMBED_CHUNK, Engine, SqlError, find_calls
 from tests.conftest import ROOT
 from tests.fakes.openai_upstream import openai_upstream  # noqa: F401 (fixture)
 
@@ -403,3 +403,10 @@ def test_the_command_reports_a_mistake_without_a_traceback(fake, admin):
         command("SELECT ai_query('nope', 'hi')")
     assert str(caught.value) == ("ai_query: Endpoint 'nope' does not exist. "
                                  "List endpoints with GET /api/2.0/serving-endpoints.")
+
+
+def test_double_quoted_endpoint_and_request_are_strings_as_in_databricks_examples():
+    # Databricks' page writes ai_query("endpoint", "text") (Spark SQL strings); DuckDB would read columns.
+    calls = find_calls('SELECT ai_query("local-smollm2-chat", "Describe Databricks SQL in 30 words.") AS chat')
+    assert calls[0].endpoint == "local-smollm2-chat"
+    assert [literal for _, _, literal in calls[0].strings] == ["'local-smollm2-chat'", "'Describe Databricks SQL in 30 words.'"]
