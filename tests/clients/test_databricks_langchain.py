@@ -1,7 +1,7 @@
 """The real `databricks-langchain` (ChatDatabricks, DatabricksEmbeddings) against a live Fondasi.
 
 ChatDatabricks talks to ``/serving-endpoints/chat/completions`` through the OpenAI client the SDK
-configures (the default path; ``use_responses_api=True`` would need ``/serving-endpoints/responses``).
+configures, or to ``/serving-endpoints/responses`` with ``use_responses_api=True``.
 DatabricksEmbeddings goes through mlflow's deployments client, so it reads ``DATABRICKS_HOST`` and
 ``DATABRICKS_TOKEN``.
 """
@@ -43,6 +43,15 @@ def test_invoke(workspace):
     assert isinstance(answer, AIMessage) and answer.content.strip()
     assert 0 < answer.usage_metadata["output_tokens"] <= 8 and answer.usage_metadata["input_tokens"] > 5
     assert answer.response_metadata["finish_reason"] in ("stop", "length")
+
+
+def test_the_responses_api_invokes_and_streams_the_same_text(workspace):
+    llm = chat(workspace, use_responses_api=True)
+    whole = llm.invoke(QUESTION)
+    assert isinstance(whole, AIMessage) and whole.text.strip()
+    chunks = list(llm.stream(QUESTION))
+    assert len([c for c in chunks if c.text]) > 1  # streamed in pieces
+    assert "".join(c.text for c in chunks) == whole.text  # temperature 0
 
 
 def test_invoke_with_the_environments_credentials(databricks_env):
