@@ -4,11 +4,13 @@ The catalog (:data:`LOCAL_MODELS`) names what can be served. Nothing is read fro
 or when a :class:`LocalProvider` is built: a model loads on its first request and then stays
 loaded for the life of the process, shared by every endpoint that serves it.
 
-Each model is owned by one :class:`ModelRuntime`: a worker thread that runs jobs one at a time
-(llama.cpp contexts are not thread-safe, and one CPU-bound job at a time is also the fastest way
-through on a small machine) from a bounded queue. A full queue is a 429 with a ``Retry-After``
-estimated from recent job durations. Results travel back to whichever event loop asked for them
-(daphne's, pytest's, the one ``async_to_sync`` makes) with ``call_soon_threadsafe``.
+Each model is owned by one :class:`ModelRuntime`: a small pool of instances (``LOCAL_LLM_WORKERS``
+for the LLM, default 2; one for the encoder), each with its own worker thread, taking jobs from
+one bounded queue. Two requests to the same model therefore run side by side (two playground panes
+on it stream together), and a lone request still computes with every CPU thread (see
+:class:`ModelRuntime` for how the threads are shared). A full queue is a 429 with a
+``Retry-After`` estimated from recent job durations. Results travel back to whichever event loop
+asked for them (daphne's, pytest's, the one ``async_to_sync`` makes) with ``call_soon_threadsafe``.
 
 Generation follows the stream contract of :mod:`.base`: per choice, ``TextDelta``s as tokens
 are sampled, then ``Finish``; then one ``Usage``. When the consumer stops iterating, the job's
@@ -21,10 +23,10 @@ import codecs
 import importlib.util
 import math
 import os
-import queue
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -87,6 +89,7 @@ LOCAL_MODELS: dict[str, LocalModel] = {
 }
 
 DEFAULT_QUEUE_SIZE = 8
+DEFAULT_LLM_WORKERS = 2  # instances of the local LLM, each running one request at a time
 DEFAULT_MAX_TOKENS = 256
 # Prompt tokens per llama.cpp batch, and the unit of KV-cache reuse between requests, for prompts
 # without message boundaries (completions; see _prefill). On a CPU, prompt evaluation costs about
@@ -170,7 +173,7 @@ def setting(name: str, default: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Jobs and the per-model worker thread
+# Jobs and the per-model workers
 
 
 _DONE = object()  # the last item of every job's results
@@ -217,92 +220,197 @@ class Job:
 
 
 class ModelRuntime:
-    """One model, loaded on first use by the one thread that runs all its jobs, in order.
+    """One model served by a small pool of instances, each loaded on first use by its own thread.
 
-    :meth:`submit` never blocks: when ``queue_size`` jobs already wait it raises a 429.
+    Jobs wait in one bounded first-in-first-out queue and each instance runs one job at a time (a
+    llama.cpp context is not thread-safe). A new job goes to the primary worker (worker 0) when
+    it is idle, else to the secondary worker idle last: one caller at a time keeps reusing one
+    instance's KV cache, as with a single instance, and a secondary instance loads only once two
+    jobs run at once. :meth:`submit` never blocks: when ``queue_size`` jobs already wait it raises
+    a 429.
+
+    The ``threads`` CPU threads: llama.cpp is built with OpenMP here, which keeps a pool of
+    threads per calling thread and, once its pools hold more threads than there are CPUs, stops
+    spinning at its barriers and sleeps instead (a third slower at every token on 2 CPUs, even
+    with one job running). So only the primary worker computes with several threads: all of them
+    when it runs alone, all but one per busy secondary otherwise (:meth:`primary_share`, re-read
+    before every token); a secondary computes with one. On 2 CPUs, two jobs get one thread each.
     """
 
-    def __init__(self, model: LocalModel, load: Callable[[], Any], queue_size: int) -> None:
+    def __init__(
+        self, model: LocalModel, load: Callable[[int, Callable[[], int] | None], Any], queue_size: int,
+        workers: int = 1, threads: int = 1,
+    ) -> None:
+        """``load(threads, thread_share)`` makes an instance computing with at most ``threads``
+        threads, and with ``thread_share()`` of them at each token when that is given."""
         self.name = model.name
         self._load = load
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max(1, queue_size))
-        self.model: Any = None  # set by the worker thread once loaded
-        self.load_seconds: float | None = None
+        self.queue_size = max(1, queue_size)
+        self.threads = max(1, threads)
+        self._lock = threading.Lock()
+        self._jobs: deque[Job] = deque()
+        self._idle: list[_Worker] = []  # in the order they became idle
+        self._closing = False
+        self.busy = 0  # workers running a job (or loading their instance for one)
         self.jobs_done = 0
         self.jobs_skipped = 0  # cancelled while waiting
         # Moving average of job duration, for Retry-After; a guess until jobs have run.
         self.avg_job_seconds = 2.0
-        self._thread = threading.Thread(target=self._run, name=f"local-model:{model.name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def queue_size(self) -> int:
-        return self._jobs.maxsize
+        self.workers = [_Worker(self, i) for i in range(max(1, workers))]
 
     @property
     def waiting(self) -> int:
-        return self._jobs.qsize()
+        return len(self._jobs)
+
+    @property
+    def instances(self) -> list[Any]:
+        """The loaded model instances."""
+        return [worker.model for worker in self.workers if worker.model is not None]
+
+    @property
+    def tokens_sampled(self) -> int | None:
+        """Tokens sampled by every instance since load, or None when none is loaded (or none samples)."""
+        counts = [count for m in self.instances if (count := getattr(m, "tokens_sampled", None)) is not None]
+        return sum(counts) if counts else None
+
+    def primary_share(self) -> int:
+        """CPU threads the primary instance (busy, as it asks) may use now: all but one per busy secondary."""
+        return max(1, self.threads - (self.busy - 1))
 
     def submit(self, job: Job) -> None:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            ahead = self._jobs.qsize() + 1  # the waiting jobs and the running one
-            raise rate_limited(
-                f"Local model '{self.name}' is busy: its queue is full ({self.queue_size} requests "
-                f"waiting). Retry later.",
-                retry_after=math.ceil(self.avg_job_seconds * ahead),
-            ) from None
+        with self._lock:
+            if self._closing:
+                raise unavailable(f"Local model '{self.name}' is shutting down.")
+            if self._idle:  # handed to one worker, so that no other takes it
+                primary = self.workers[0]
+                worker = primary if primary in self._idle else self._idle[-1]
+                self._idle.remove(worker)
+                worker.job = job
+                self.busy += 1
+                worker.ready.notify()
+                return
+            if len(self._jobs) >= self.queue_size:
+                # The waiting jobs and the running ones, served by every worker at once.
+                rounds = math.ceil((len(self._jobs) + len(self.workers)) / len(self.workers))
+                raise rate_limited(
+                    f"Local model '{self.name}' is busy: its queue is full ({self.queue_size} requests "
+                    f"waiting). Retry later.",
+                    retry_after=math.ceil(self.avg_job_seconds * rounds),
+                )
+            self._jobs.append(job)
 
     def stats(self) -> dict[str, Any]:
         """Counters for metadata and tests; never loads the model."""
+        loads = [worker.load_seconds for worker in self.workers if worker.load_seconds is not None]
         return {
-            "loaded": self.model is not None,
-            "load_seconds": self.load_seconds,
+            "loaded": bool(self.instances),
+            "load_seconds": round(max(loads), 3) if loads else None,
+            "instances": len(self.workers),
+            "instances_loaded": len(self.instances),
+            "busy": self.busy,
+            "threads": self.threads,
             "queue_size": self.queue_size,
             "waiting": self.waiting,
             "jobs_done": self.jobs_done,
             "jobs_skipped": self.jobs_skipped,
             "avg_job_seconds": round(self.avg_job_seconds, 3),
-            "tokens_sampled": getattr(self.model, "tokens_sampled", None),
+            "tokens_sampled": self.tokens_sampled,
         }
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop the worker after the running job, skipping waiting ones; the model is released."""
-        while True:
-            try:
-                pending = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if pending is not None:
-                pending.emit(unavailable(f"Local model '{self.name}' is shutting down."))
-                pending.emit(_DONE)
-                pending.cancel()
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        """Stop the workers after their running jobs, failing waiting ones; the instances are released."""
+        with self._lock:
+            self._closing = True
+            pending, self._jobs = list(self._jobs), deque()
+            for worker in self._idle:
+                worker.ready.notify()
+            self._idle.clear()
+        for job in pending:
+            job.emit(unavailable(f"Local model '{self.name}' is shutting down."))
+            job.emit(_DONE)
+            job.cancel()
+        for worker in self.workers:
+            worker.thread.join(timeout)
+
+    def _next(self, worker: "_Worker", finished: tuple[Job, float | None] | None = None) -> Job | None:
+        """The next job for ``worker``: one handed to it, else the oldest waiting; it waits while
+        there is none. None once closing.
+
+        ``finished`` is the job it just ran (and how long that took; None if it was skipped): its
+        end is told to its caller only once the worker is idle again, so the caller's next request
+        goes to this worker, whose KV cache holds its prompt.
+        """
+        with self._lock:
+            if finished is not None:
+                self.busy -= 1
+                if finished[1] is None:
+                    self.jobs_skipped += 1
+                else:
+                    self.jobs_done += 1
+                    self.avg_job_seconds = 0.7 * self.avg_job_seconds + 0.3 * finished[1]
+            job: Job | None = None
+            while True:
+                if worker.job is not None:
+                    job, worker.job = worker.job, None
+                    break
+                if self._closing:
+                    break
+                if self._jobs:
+                    self.busy += 1
+                    job = self._jobs.popleft()
+                    break
+                self._idle.append(worker)
+                if finished is not None:
+                    finished[0].emit(_DONE)
+                    finished = None
+                worker.ready.wait()  # until submit() hands it a job, or close()
+            if finished is not None:
+                finished[0].emit(_DONE)
+            return job
+
+
+class _Worker:
+    """One thread of a :class:`ModelRuntime` and the model instance only it uses."""
+
+    def __init__(self, runtime: ModelRuntime, number: int) -> None:
+        self.runtime = runtime
+        self.model: Any = None  # loaded by this worker's thread on its first job
+        self.job: Job | None = None  # handed to it by ModelRuntime.submit while it was idle
+        self.load_seconds: float | None = None
+        self.ready = threading.Condition(runtime._lock)
+        self.thread = threading.Thread(target=self._run, name=f"local-model:{runtime.name}:{number}", daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if job.cancelled:  # its caller left while it waited
-                self.jobs_skipped += 1
-                job.emit(_DONE)
-                continue
-            try:
-                if self.model is None:
-                    started = time.monotonic()
-                    self.model = self._load()
-                    self.load_seconds = time.monotonic() - started
-                started = time.monotonic()
-                job.work(self.model, job)
-                self.avg_job_seconds = 0.7 * self.avg_job_seconds + 0.3 * (time.monotonic() - started)
-            except ServingError as exc:
-                job.emit(exc)
-            except Exception as exc:  # a model failure must reach the caller, not kill the worker
-                job.emit(ServingError(f"Local model '{self.name}' failed: {exc}", "INTERNAL_ERROR"))
-            finally:
-                self.jobs_done += 1
-                job.emit(_DONE)
+        job = self.runtime._next(self)
+        while job is not None:
+            job = self.runtime._next(self, (job, self._work(job)))
         self.model = None
+
+    def _work(self, job: Job) -> float | None:
+        """Run ``job`` (loading the instance first if needed); how long it took, or None if skipped."""
+        if job.cancelled:  # its caller left while it waited
+            return None
+        started = time.monotonic()
+        try:
+            if self.model is None:
+                self.model = self._load()
+                self.load_seconds = time.monotonic() - started
+                started = time.monotonic()
+            job.work(self.model, job)
+        except ServingError as exc:
+            job.emit(exc)
+        except Exception as exc:  # a model failure must reach the caller, not kill the worker
+            job.emit(ServingError(f"Local model '{self.runtime.name}' failed: {exc}", "INTERNAL_ERROR"))
+        return time.monotonic() - started
+
+    def _load(self) -> Any:
+        """This worker's instance: the primary's computes with all the runtime's threads (shared
+        out at run time when it has secondaries), a secondary's with one (see ModelRuntime)."""
+        runtime = self.runtime
+        if self is not runtime.workers[0]:
+            return runtime._load(1, None)
+        return runtime._load(runtime.threads, runtime.primary_share if len(runtime.workers) > 1 else None)
 
 
 _RUNTIMES: dict[str, ModelRuntime] = {}
@@ -310,13 +418,24 @@ _RUNTIMES_LOCK = threading.Lock()
 
 
 def runtime_for(model: LocalModel) -> ModelRuntime:
-    """The process-wide runtime of ``model``, created (not loaded) on first call."""
+    """The process-wide runtime of ``model``, created (not loaded) on first call.
+
+    The LLM gets ``LOCAL_LLM_WORKERS`` instances (llama.cpp maps the weights' file, so they share
+    its pages; each has its own KV cache) sharing ``LOCAL_LLM_THREADS``; the encoder gets one.
+    """
     with _RUNTIMES_LOCK:
         runtime = _RUNTIMES.get(model.name)
         if runtime is None:
-            load = (lambda: _LlamaModel(model)) if model.embedding_dimension is None else (lambda: _SentenceModel(model))
             queue_size = setting("LOCAL_MODEL_QUEUE_SIZE", DEFAULT_QUEUE_SIZE)
-            runtime = _RUNTIMES[model.name] = ModelRuntime(model, load, queue_size)
+            if model.embedding_dimension is None:
+                threads = max(1, setting("LOCAL_LLM_THREADS", os.cpu_count() or 1))
+                runtime = ModelRuntime(
+                    model, lambda n, share: _LlamaModel(model, n, share), queue_size,
+                    workers=setting("LOCAL_LLM_WORKERS", DEFAULT_LLM_WORKERS), threads=threads,
+                )
+            else:
+                runtime = ModelRuntime(model, lambda n, share: _SentenceModel(model), queue_size)
+            _RUNTIMES[model.name] = runtime
         return runtime
 
 
@@ -356,18 +475,24 @@ class Sampling:
 class _LlamaModel:
     """SmolLM2 on llama.cpp. Chat prompts are rendered with the model's own (GGUF) template."""
 
-    def __init__(self, model: LocalModel) -> None:
+    def __init__(self, model: LocalModel, threads: int, thread_share: Callable[[], int] | None) -> None:
+        """``threads``: the most this instance computes with; ``thread_share()``, if given: how
+        many it may use now (else always ``threads``)."""
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.name = model.name
         self.n_ctx = setting("LOCAL_LLM_CONTEXT", model.context_length)
+        self.threads = threads
         self.llm = llama_cpp.Llama(
             model_path=str(model.weights_path()),
             n_ctx=self.n_ctx,
-            n_threads=setting("LOCAL_LLM_THREADS", os.cpu_count() or 1),
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
             verbose=False,
         )
+        self._thread_share = thread_share
+        self._n_threads = self.threads  # what the context computes with now
         # The library's own helpers take the model handle from these private fields too.
         vocab = self.llm._model.vocab
         self._is_eog: Callable[[int], bool] = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
@@ -387,6 +512,53 @@ class _LlamaModel:
         # into batches: then any cached prefix can be reused (see _prefill). Measured, not assumed;
         # LOCAL_LLM_EXACT_BATCHES=1 forces the turn-aligned mode.
         self.batch_invariant = not setting("LOCAL_LLM_EXACT_BATCHES", 0) and self._batching_is_invariant()
+        # Whether the numbers are the same with one thread as with all of them, measured where the
+        # thread count varies: only then does it follow thread_share (see _fit_threads).
+        self.thread_invariant = self._threads_are_invariant() if thread_share else None
+
+    def _logits(self) -> Any:
+        """The last evaluated token's logits (a copy)."""
+        import numpy as np
+
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).copy()
+
+    def _set_threads(self, n: int) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n)
+        self._n_threads = n
+
+    def _threads_are_invariant(self) -> bool:
+        """Whether one thread gives the same bits as all of them, for a batch and for the
+        single-token path that generation takes."""
+        import numpy as np
+
+        if self.threads == 1:
+            return True
+        llm, tokens = self.llm, self._tokens(BATCH_PROBE)
+        results = []
+        for n in (self.threads, 1):
+            self._set_threads(n)
+            llm.reset()
+            llm.eval(tokens[:-1])
+            batch = self._logits()
+            llm.eval(tokens[-1:])
+            results.append((batch, self._logits()))
+        llm.reset()
+        self._set_threads(self.threads)
+        (batch_all, one_all), (batch_one, one_one) = results
+        return bool(np.array_equal(batch_all, batch_one) and np.array_equal(one_all, one_one))
+
+    def _fit_threads(self) -> None:
+        """Compute with this instance's share of the CPU threads now (all of them for a lone job).
+
+        Where the thread count changes the numbers, always with one thread, as the other
+        instances of the pool do: an answer must not depend on the instance or on what else runs.
+        """
+        if self._thread_share is not None:
+            n = self._thread_share() if self.thread_invariant else 1
+            if n != self._n_threads:
+                self._set_threads(n)
 
     def _batching_is_invariant(self) -> bool:
         """Whether batches of two or more tokens give the numbers of one batch, cut anywhere.
@@ -398,9 +570,8 @@ class _LlamaModel:
         """
         import numpy as np
 
-        llm = self.llm
+        llm, logits = self.llm, self._logits
         tokens = self._tokens(BATCH_PROBE)
-        logits = lambda: np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()  # noqa: E731
         llm.reset()
         llm.eval(tokens)
         whole = logits()
@@ -597,6 +768,7 @@ class _LlamaModel:
 
         llm = self.llm
         self.ended_by_receiver = False
+        self._fit_threads()
         self._prefill(prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         count, reason, emitted = 0, "length", []
@@ -611,6 +783,7 @@ class _LlamaModel:
             # Each next() evaluates the previous token and samples one more, so checking the
             # cancel flag between tokens stops the work within one token.
             while count < limit and not job.cancelled:
+                self._fit_threads()  # another job started or ended: this one's share changed
                 token = next(tokens)
                 self.tokens_sampled += 1
                 if self._is_eog(token):
@@ -801,13 +974,14 @@ class LocalProvider(Provider):
             info["chat_template"] = "the model's own (from its GGUF metadata)"
             info["default_max_tokens"] = DEFAULT_MAX_TOKENS
             info["default_sampling"] = dict(DEFAULT_SAMPLING)
+            info["concurrent_requests"] = setting("LOCAL_LLM_WORKERS", DEFAULT_LLM_WORKERS)
         else:
             info["context_length"] = self.model.context_length
             info["embedding_dimension"] = self.model.embedding_dimension
             info["normalized"] = True
         with _RUNTIMES_LOCK:
             runtime = _RUNTIMES.get(self.model.name)
-        info["loaded"] = bool(runtime and runtime.model is not None)
+        info["loaded"] = bool(runtime and runtime.instances)
         return info
 
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:

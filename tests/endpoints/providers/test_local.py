@@ -1,8 +1,8 @@
 """The local provider, on the real embedded models (SmolLM2-135M on llama.cpp, all-MiniLM-L6-v2).
 
-Generations are short (max_tokens <= 16, one of 200 that is cancelled) so the suite stays quick
-on a small CPU. The models load once per test process and are shared, as in the server; tests
-that need their own queue use a fresh runtime registry.
+Generations are short (max_tokens <= 24; those of 200 are cancelled after a few tokens) so the
+suite stays quick on a small CPU. The models load once per test process and are shared, as in the
+server; tests that need their own queue or pool use a fresh runtime registry.
 """
 from __future__ import annotations
 
@@ -55,12 +55,17 @@ async def complete(prompt: str | list[str], **params) -> list:
     return await collect(provider(COMPLETIONS).complete(CompletionRequest(prompt=prompt, **params)))
 
 
-def set_queue_size(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
-    monkeypatch.setenv("LOCAL_MODEL_QUEUE_SIZE", str(size))
+def set_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: int) -> None:
+    """A local-model setting for this test, wherever local.setting() reads it from."""
+    monkeypatch.setenv(name, str(value))
     from django.conf import settings
 
     if settings.configured:
-        monkeypatch.setattr(settings, "LOCAL_MODEL_QUEUE_SIZE", size, raising=False)
+        monkeypatch.setattr(settings, name, value, raising=False)
+
+
+def set_queue_size(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    set_setting(monkeypatch, "LOCAL_MODEL_QUEUE_SIZE", size)
 
 
 @pytest.fixture
@@ -205,12 +210,15 @@ async def test_an_answer_does_not_depend_on_the_requests_before_it(kv_reuse_mode
     assert await answer(*follow_up) == right_after
 
 
-def test_the_model_measures_whether_batching_changes_its_numbers():
-    model = local.runtime_for(LOCAL_MODELS[SMOLLM2])
-    asyncio.run(collect(provider().chat(chat_request(max_tokens=1))))  # loads the model
-    # On the CPUs this project runs on, llama.cpp's numbers do not depend on batching; the
-    # measurement must find that (a regression in the probe would silently cost every prompt).
-    assert model.model.batch_invariant is True
+def test_the_model_measures_whether_batching_or_threads_change_its_numbers():
+    runtime = local.runtime_for(LOCAL_MODELS[SMOLLM2])
+    asyncio.run(collect(provider().chat(chat_request(max_tokens=1))))  # loads the primary instance
+    # On the CPUs this project runs on, llama.cpp's numbers depend neither on batching nor on the
+    # thread count; the measurements must find that (a regression in a probe would silently cost
+    # every prompt its cache reuse, or a lone request its threads).
+    assert runtime.instances and all(m.batch_invariant is True for m in runtime.instances)
+    if len(runtime.workers) > 1 and runtime.threads > 1:
+        assert runtime.workers[0].model.thread_invariant is True
 
 
 @pytest.mark.asyncio
@@ -343,14 +351,14 @@ async def test_closing_the_stream_stops_generation_within_a_token_or_two():
     stream = llm.complete(CompletionRequest(prompt=COUNTING, max_tokens=200, temperature=0))
     for _ in range(2):
         assert isinstance(await stream.__anext__(), TextDelta)
-    sampled_at_close = llm.runtime.model.tokens_sampled
+    sampled_at_close = llm.runtime.tokens_sampled
     await stream.aclose()
 
     started = time.monotonic()
-    follow = await complete("Hello", max_tokens=3, temperature=0)  # queued behind the cancelled job
+    follow = await complete("Hello", max_tokens=3, temperature=0)
     served_in = time.monotonic() - started
     follow_sampled = follow[-1].completion_tokens + 1  # its tokens, and maybe an end token
-    assert llm.runtime.model.tokens_sampled - sampled_at_close - follow_sampled <= 2
+    assert llm.runtime.tokens_sampled - sampled_at_close - follow_sampled <= 2
     assert served_in < 5
 
 
@@ -365,22 +373,32 @@ async def test_cancelling_the_consuming_task_stops_generation():
 
     task = asyncio.create_task(consume())
     await started.wait()
-    sampled_at_cancel = llm.runtime.model.tokens_sampled
+    sampled_at_cancel = llm.runtime.tokens_sampled
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     follow = await complete("Hello", max_tokens=3, temperature=0)
-    assert llm.runtime.model.tokens_sampled - sampled_at_cancel - (follow[-1].completion_tokens + 1) <= 2
+    assert llm.runtime.tokens_sampled - sampled_at_cancel - (follow[-1].completion_tokens + 1) <= 2
+
+
+def occupy_every_worker(runtime: local.ModelRuntime) -> tuple[threading.Event, list[Job]]:
+    """Jobs that hold every worker of ``runtime`` until the returned gate is set."""
+    gate = threading.Event()
+    blockers = [Job(lambda model, job: gate.wait(60)) for _ in runtime.workers]
+    for blocker in blockers:
+        runtime.submit(blocker)
+    return gate, blockers
 
 
 @pytest.mark.asyncio
-async def test_a_full_queue_is_a_429_with_a_retry_after(fresh_runtimes, monkeypatch):
+async def test_a_full_queue_is_a_429_with_a_retry_after_with_two_workers(fresh_runtimes, monkeypatch):
     set_queue_size(monkeypatch, 1)
+    set_setting(monkeypatch, "LOCAL_LLM_WORKERS", 2)
     llm = provider(COMPLETIONS)
     runtime = llm.runtime
-    gate = threading.Event()
-    runtime.submit(Job(lambda model, job: gate.wait(60)))  # occupies the worker
-    await wait_until(lambda: runtime.waiting == 0)
+    assert len(runtime.workers) == 2
+    gate, blockers = occupy_every_worker(runtime)
+    await wait_until(lambda: runtime.waiting == 0 and runtime.busy == 2)
     queued = Job(lambda model, job: None)
     runtime.submit(queued)  # fills the one queue slot
     try:
@@ -391,6 +409,8 @@ async def test_a_full_queue_is_a_429_with_a_retry_after(fresh_runtimes, monkeypa
     finally:
         gate.set()
     await collect(queued)
+    for blocker in blockers:
+        await collect(blocker)
     # Once the queue drains, requests are served again.
     assert isinstance((await collect(llm.complete(CompletionRequest(prompt="Hi", max_tokens=2, temperature=0))))[-1], Usage)
 
@@ -399,10 +419,8 @@ async def test_a_full_queue_is_a_429_with_a_retry_after(fresh_runtimes, monkeypa
 async def test_a_request_cancelled_while_queued_is_skipped(fresh_runtimes):
     llm = provider(COMPLETIONS)
     runtime = llm.runtime
-    gate = threading.Event()
-    blocker = Job(lambda model, job: gate.wait(60))
-    runtime.submit(blocker)
-    await wait_until(lambda: runtime.waiting == 0)
+    gate, blockers = occupy_every_worker(runtime)
+    await wait_until(lambda: runtime.waiting == 0 and runtime.busy == len(runtime.workers))
 
     task = asyncio.create_task(collect(llm.complete(CompletionRequest(prompt=COUNTING, max_tokens=16))))
     await wait_until(lambda: runtime.waiting == 1)
@@ -410,9 +428,75 @@ async def test_a_request_cancelled_while_queued_is_skipped(fresh_runtimes):
     with pytest.raises(asyncio.CancelledError):
         await task
     gate.set()
-    await collect(blocker)
+    for blocker in blockers:
+        await collect(blocker)
     await wait_until(lambda: runtime.jobs_skipped == 1)
-    assert runtime.jobs_done == 1 and runtime.model.tokens_sampled == 0
+    assert runtime.jobs_done == len(blockers) and runtime.tokens_sampled == 0
+
+
+# --- two requests at once ---------------------------------------------------------------------
+
+
+async def timed_chat(content: str, log: list[tuple[str, str]], name: str, **params) -> str:
+    """Run a chat, noting (name, event kind) in ``log`` as events arrive; return its text."""
+    events = []
+    async for event in provider().chat(chat_request(content, **params)):
+        events.append(event)
+        log.append((name, type(event).__name__))
+    return text_of(events)
+
+
+@pytest.mark.asyncio
+async def test_two_chats_at_once_both_stream_before_either_finishes_and_answer_as_alone(fresh_runtimes, monkeypatch):
+    set_setting(monkeypatch, "LOCAL_LLM_WORKERS", 2)
+    # Two requests at once load both instances (here, not while the ones measured below stream).
+    await asyncio.gather(*(timed_chat("Hi", [], "warm-up", max_tokens=1) for _ in range(2)))
+    assert local.runtime_for(LOCAL_MODELS[SMOLLM2]).stats()["instances_loaded"] == 2
+    params = dict(max_tokens=24, temperature=0)
+    alone = [await timed_chat(q, [], "alone", **params) for q in ("Tell me a story about a cat.", "Why is the sky blue?")]
+
+    log: list[tuple[str, str]] = []
+    together = await asyncio.gather(
+        timed_chat("Tell me a story about a cat.", log, "a", **params),
+        timed_chat("Why is the sky blue?", log, "b", **params),
+    )
+    first_finish = next(i for i, (_, kind) in enumerate(log) if kind == "Finish")
+    streamed_before = {name for name, kind in log[:first_finish] if kind == "TextDelta"}
+    assert streamed_before == {"a", "b"}, f"one chat waited for the other: {log}"
+    # Each instance has its own KV cache, and one thread (each, now) gives the numbers of two (alone).
+    assert together == alone
+
+
+@pytest.mark.asyncio
+async def test_a_lone_request_gets_every_thread_and_two_share_them(fresh_runtimes, monkeypatch):
+    import llama_cpp
+
+    set_setting(monkeypatch, "LOCAL_LLM_WORKERS", 2)
+    set_setting(monkeypatch, "LOCAL_LLM_THREADS", 2)
+    runtime = local.runtime_for(LOCAL_MODELS[SMOLLM2])
+
+    async def threads_while_streaming(count: int) -> list[int]:
+        """The thread count of each worker's instance while ``count`` long completions run."""
+        streams = [provider(COMPLETIONS).complete(CompletionRequest(prompt=COUNTING, max_tokens=200, temperature=0))
+                   for _ in range(count)]
+        try:
+            for stream in streams:  # submitted, and sampling
+                assert isinstance(await stream.__anext__(), TextDelta)
+            assert runtime.busy == count
+            # Each running instance samples two more tokens, re-reading its share before each.
+            sampled = [m.tokens_sampled for m in runtime.instances]
+            await wait_until(lambda: sum(m.tokens_sampled >= n + 2 for m, n in zip(runtime.instances, sampled)) >= count)
+            return [llama_cpp.llama_n_threads(w.model.llm._ctx.ctx) for w in runtime.workers if w.model is not None]
+        finally:
+            for stream in streams:
+                await stream.aclose()
+
+    assert await threads_while_streaming(2) == [1, 1]
+    await wait_until(lambda: runtime.busy == 0)
+    # A job alone goes to the primary instance, which computes with both threads again; the
+    # secondary only ever uses one (see ModelRuntime: OpenMP's thread pools).
+    assert await threads_while_streaming(1) == [2, 1]
+    assert runtime.workers[0].model.tokens_sampled > runtime.workers[1].model.tokens_sampled
 
 
 # --- embeddings -------------------------------------------------------------------------------
