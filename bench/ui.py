@@ -8,12 +8,15 @@
    default). The vendor records the wall-clock time it wrote each piece to the socket; the page
    records, with a MutationObserver (the DOM changed) and a requestAnimationFrame sampler (the next
    frame), ``(Date.now(), text length)`` of each pane's streaming answer, and the arrival time of
-   each WebSocket frame. For every piece boundary (the cumulative length after piece k), the lag is
-   the time the page first showed at least that many characters minus the time the vendor sent
-   piece k. Both clocks are this machine's wall clock; the page's has 1 ms resolution.
+   each WebSocket frame. Lengths count non-whitespace characters: the answer streams as rendered
+   Markdown (``<p>`` blocks, whose text drops the trailing space). For every piece boundary (the
+   cumulative length after piece k), the lag is the time the page first showed at least that many
+   characters minus the time the vendor sent piece k. Both clocks are this machine's wall clock;
+   the page's has 1 ms resolution.
 
    The lag includes, by design, the server's delta coalescing (``FLUSH_SECONDS`` = 75 ms in
-   ``playground/consumers.py``): a piece waits in the server until the next flush.
+   ``playground/consumers.py``; a piece waits in the server until the next flush) and its
+   Markdown rendering of the growing answer at each flush.
 
 Loopback only; stops by itself (a watchdog ends it after ``--budget`` seconds) and stops the
 servers and the browser it started.
@@ -25,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import html
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -119,9 +124,9 @@ START_SAMPLING = r"""
   const sample = (kind) => {
     const now = Date.now();
     for (const p of panes) {
-      const raw = p.querySelector(".turn[data-streaming]:last-of-type .answer-raw");
-      if (!raw) continue;  // not started, or finished (the final delta came before "done")
-      const n = raw.textContent.length;
+      const live = p.querySelector(".turn[data-streaming]:last-of-type .answer-live");
+      if (!live) continue;  // not started, or finished (the final delta came before "done")
+      const n = live.textContent.replace(/\s+/g, "").length;
       if (n !== last[kind][p.dataset.pane]) { last[kind][p.dataset.pane] = n; b[kind][p.dataset.pane].push([now, n]); }
     }
   };
@@ -176,25 +181,36 @@ def first_reaching(samples: list[list[int]], target: int) -> int | None:
     return None
 
 
+def visible(text: str) -> int:
+    """Non-whitespace characters: what the page's rendered answer shows of ``text``."""
+    return len("".join(text.split()))
+
+
 def lags(sent: list[tuple[float, str]], samples: list[list[int]]) -> list[float]:
     """Lag in ms of each piece: first time the page showed its end minus the time it was sent."""
     out, length = [], 0
     for when, text in sent:
-        length += len(text)
+        length += visible(text)
         shown = first_reaching(samples, length)
         if shown is not None:
             out.append(shown - when * 1000)
     return out
 
 
+def html_text(markup: str) -> int:
+    """Visible characters of server-rendered HTML (tags dropped, entities decoded)."""
+    return visible(html.unescape(re.sub(r"<[^>]*>", "", markup)))
+
+
 def frame_samples(frames: list, pane: str) -> list[list[int]]:
-    """(arrival time, cumulative text length) of one pane's delta frames."""
-    out, length = [], 0
+    """(arrival time, text length the frame makes visible) of one pane's delta frames: the
+    finished blocks appended so far plus the latest tail."""
+    out, finished = [], 0
     for t, data in frames:
         msg = json.loads(data)
-        if msg.get("type") == "delta" and str(msg.get("pane")) == pane and msg.get("text"):
-            length += len(msg["text"])
-            out.append([t, length])
+        if msg.get("type") == "delta" and str(msg.get("pane")) == pane and "tail" in msg:
+            finished += html_text(msg.get("append") or "")
+            out.append([t, finished + html_text(msg["tail"])])
     return out
 
 
@@ -217,7 +233,7 @@ def rate(times_ms: list[float], count: int) -> float:
 def piece_times(sent: list[tuple[float, str]], samples: list[list[int]]) -> list[float]:
     out, length = [], 0
     for _, text in sent:
-        length += len(text)
+        length += visible(text)
         shown = first_reaching(samples, length)
         if shown is not None:
             out.append(shown)

@@ -14,8 +14,13 @@ Server → client (``pane`` is the pane's index in the conversation)::
 
     {"type": "conversation", "id": 12, "title": "…"}       a new conversation was saved
     {"type": "turn", "pane": 0, "id": "turn-0-3", "html": "…"}   a turn starts (rendered partial)
-    {"type": "delta", "pane": 0, "reasoning": "…", "text": "…"}  coalesced raw text: the page
-                                                               appends it with textContent only
+    {"type": "delta", "pane": 0, "reasoning": "…",          coalesced. Reasoning: raw text, the page
+     "append": "<p>…</p>", "tail": "<p>…</p>"}              appends it as a text node. The answer,
+                                                            when it grew: its Markdown rendered and
+                                                            sanitised server-side as it streams
+                                                            (LiveMarkdown): blocks finished since the
+                                                            last delta, to append, and the block being
+                                                            written, replacing the previous tail
     {"type": "done", "pane": 0, "id": "turn-0-3", "html": "…"}   the finished turn (Markdown
                                                                rendered and sanitised server-side)
     {"type": "idle"}                                         no pane is streaming any more
@@ -45,7 +50,7 @@ from endpoints.providers import get_provider
 from endpoints.schemas import CHAT
 
 from .models import Conversation, PlaygroundImage
-from .render import turn_html
+from .render import LiveMarkdown, turn_html
 
 log = logging.getLogger("fondasi.playground")
 
@@ -167,15 +172,17 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         started = time.perf_counter()
         first_token = first_text = reasoning_started = None
         pending_reasoning: list[str] = []
-        pending_text: list[str] = []
+        answer = LiveMarkdown()
         last_flush = 0.0
 
         async def flush() -> None:
             nonlocal last_flush
-            if pending_reasoning or pending_text:
-                await self.safe_send({"type": "delta", "pane": index, "reasoning": "".join(pending_reasoning), "text": "".join(pending_text)})
+            if pending_reasoning or answer.changed:
+                frame: dict[str, Any] = {"type": "delta", "pane": index, "reasoning": "".join(pending_reasoning)}
+                if answer.changed:
+                    frame["append"], frame["tail"] = answer.flush()
+                await self.safe_send(frame)
                 pending_reasoning.clear()
-                pending_text.clear()
             last_flush = time.perf_counter()
 
         stream = None
@@ -197,7 +204,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
                     first_token = first_token or now
                     first_text = first_text or now
                     text.append(event.text)
-                    pending_text.append(event.text)
+                    answer.add(event.text)
                 elif kind is Finish and event.index == 0:
                     finish = event.reason
                 elif kind is Usage:

@@ -108,10 +108,17 @@ def live_vendor():
 @pytest.fixture(scope="session")
 def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
     """A real Fondasi (daphne, ASGI) on 127.0.0.1 with its own database, started as `make run` does:
-    the shipped endpoints, plus ``fake-vision`` served by ``live_vendor``."""
+    the shipped endpoints, plus ``local-smollm2-chat-2`` (a second chat endpoint on the embedded
+    model) and ``fake-vision`` served by ``live_vendor``."""
     var = tmp_path_factory.mktemp("live-var")
     endpoints = var / "endpoints.yaml"
     endpoints.write_text((ROOT / "endpoints.yaml").read_text() + f"""
+  - name: local-smollm2-chat-2
+    task: llm/v1/chat
+    served_entities:
+      - name: smollm2-135m-instruct
+        foundation_model: {{name: smollm2-135m-instruct}}
+
   - name: fake-vision
     task: llm/v1/chat
     served_entities:

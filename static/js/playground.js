@@ -1,6 +1,7 @@
 // The AI Playground's page script: a WebSocket to /ws/playground/, panes, attachments, Get code.
-// Model and user text arrives two ways only: raw deltas appended as text nodes (never parsed as
-// HTML), and partials the server rendered through autoescaping and its Markdown sanitiser.
+// Model and user text arrives two ways only: raw reasoning deltas appended as text nodes (never
+// parsed as HTML), and HTML the server rendered through autoescaping and its Markdown sanitiser
+// (partials, and the streaming answer's finished blocks and open tail).
 (() => {
   "use strict";
   const root = document.getElementById("playground");
@@ -50,9 +51,9 @@
           $(".reasoning-text", details).append(msg.reasoning);  // a text node
           startTimer(turn);
         }
-        if (msg.text) {
+        if (msg.tail !== undefined) {
           stopTimer(turn.id);
-          $(".answer-raw", turn).append(msg.text);  // a text node
+          showAnswer($(".answer-live", turn), msg.append, msg.tail);
         }
         thread.scrollTop = thread.scrollHeight;
         break;
@@ -72,6 +73,15 @@
         if (!Object.keys(timers).length) setBusy(false);
         break;
     }
+  }
+
+  // The streaming answer: finished blocks stay, the open tail (the nodes after them) is replaced.
+  function showAnswer(live, append, tail) {
+    const kept = Number(live.dataset.kept || 0);
+    while (live.childNodes.length > kept) live.lastChild.remove();
+    if (append) live.insertAdjacentHTML("beforeend", append);  // server-sanitised Markdown
+    live.dataset.kept = live.childNodes.length;
+    live.insertAdjacentHTML("beforeend", tail);  // server-sanitised Markdown
   }
 
   function startTimer(turn) {

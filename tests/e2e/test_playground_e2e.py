@@ -1,7 +1,9 @@
 """The AI Playground in a real browser against the live server: streaming panes, Stop, thinking, images.
 
-The embedded model runs one job at a time, so two panes on it take turns; the side-by-side
-streaming check pairs it with ``fake-vision``, whose fake vendor (in this process) streams slowly.
+The two streaming panes are both local endpoints, ``local-smollm2-chat`` and
+``local-smollm2-chat-2``: the embedded model serves two requests at once (one instance each), so
+neither pane waits for the other. Images go to ``fake-vision``, whose fake vendor runs in this
+process.
 """
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from PIL import Image
 
 from tests.e2e.conftest import shot
 
+LOCAL, LOCAL_2 = "local-smollm2-chat", "local-smollm2-chat-2"
 IDLE = "!document.querySelector('#send').disabled"
-LENGTHS = """() => [0, 1].map(p => {
-  const raw = document.querySelector(`#thread-${p} .turn[data-streaming] .answer-raw`);
-  return raw ? raw.textContent.length : -1;
+# Per pane: the streaming answer's text length (-1 when not streaming) and whether it holds
+# rendered Markdown (paragraphs, lists…) rather than bare text.
+SAMPLE = """() => [0, 1].map(p => {
+  const live = document.querySelector(`#thread-${p} .turn[data-streaming] .answer-live`);
+  return live ? [live.textContent.length, !!live.querySelector("p, li, pre, h1, h2, h3, table")] : [-1, false];
 })"""
 
 
@@ -40,49 +45,60 @@ def send(page, prompt: str) -> None:
 
 def test_the_playground_streams_panes_side_by_side_stops_thinks_and_sends_images(page, vendor, tmp_path):
     page.goto("/playground/")
-    page.wait_for_selector("#pane-0[data-endpoint=local-smollm2-chat]")
+    page.wait_for_selector(f"#pane-0[data-endpoint={LOCAL}]")
     shot(page, "playground-01-empty")
 
-    # A second pane: the fake vision endpoint.
-    page.select_option("#new-endpoint", "fake-vision")
+    # A second pane on the second local endpoint.
+    page.select_option("#new-endpoint", LOCAL_2)
     page.click("#add-pane")
-    page.wait_for_selector("#pane-1[data-endpoint=fake-vision]")
-    set_param(page, 0, "max_tokens", "160")
-    set_param(page, 0, "temperature", "0.7")
+    page.wait_for_selector(f"#pane-1[data-endpoint={LOCAL_2}]")
+    # A first short answer in both panes loads the model's two instances (the second loads the
+    # first time two requests run at once), so what follows measures streaming, not loading.
+    for pane in (0, 1):
+        set_param(page, pane, "max_tokens", "4")
+        set_param(page, pane, "temperature", "0.7")
+    send(page, "Name a colour.")
+    page.wait_for_function(IDLE, timeout=120_000)
+    for pane in (0, 1):
+        set_param(page, pane, "max_tokens", "200")
     shot(page, "playground-02-two-panes")
 
-    # Both panes' text grows while streaming, not all at once at the end.
-    vendor.pieces = [f"word{i} " for i in range(100)]
-    vendor.chunk_delay = 0.05
+    # Both panes' text grows while streaming, at the same time, as rendered Markdown; not all at
+    # once at the end.
     send(page, "Write a long story about a dragon and a knight.")
     samples = []
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
-        lengths = page.evaluate(LENGTHS)
-        samples.append(lengths)
-        if lengths == [-1, -1] and len(samples) > 3:
+        sample = page.evaluate(SAMPLE)
+        samples.append(sample)
+        if all(length == -1 for length, _ in sample) and len(samples) > 3:
             break
-        if len(samples) == 12:
+        if sum(all(length > 0 for length, _ in taken) for taken in samples) == 10:  # both streaming for a while
             shot(page, "playground-03-streaming")
         time.sleep(0.1)
     page.wait_for_function(IDLE)
+    lengths = [[length for length, _ in sample] for sample in samples]
+    # The samples at which each pane's text grew: several, and both panes grew several times
+    # while the other was growing too (between their first and last growth), so neither waited.
+    grew = [[i for i in range(1, len(lengths)) if lengths[i - 1][p] < lengths[i][p] and lengths[i - 1][p] > 0]
+            for p in (0, 1)]
+    assert all(len(g) >= 3 for g in grew), f"a pane did not grow while streaming: {lengths}"
+    start, end = max(g[0] for g in grew), min(g[-1] for g in grew)
+    assert all(len([i for i in g if start <= i <= end]) >= 3 for g in grew), f"the panes took turns: {lengths}"
+    assert any(rendered for sample in samples for length, rendered in sample if length > 0), "no Markdown while streaming"
     for pane in (0, 1):
-        growing = sorted({s[pane] for s in samples if s[pane] > 0})
-        assert len(growing) >= 3, f"pane {pane} did not grow while streaming: {samples}"
-    assert any(a > 0 and b > 0 for a, b in samples), f"the panes never streamed at the same time: {samples}"
-    assert "word99" in page.inner_text("#thread-1 .turn:last-child .markdown")
-    assert page.locator("#pane-0 .turn:last-child .figures").is_visible()
-    assert "tok/s" in page.inner_text("#pane-0 .turn:last-child .figures")
+        assert page.inner_text(f"#thread-{pane} .turn:last-child .markdown").strip()
+        assert "tok/s" in page.inner_text(f"#pane-{pane} .turn:last-child .figures")
     shot(page, "playground-04-answered")
 
     # Stop: both panes end at once, marked stopped.
-    vendor.pieces = [f"word{i} " for i in range(400)]
-    set_param(page, 0, "max_tokens", "400")
+    for pane in (0, 1):
+        set_param(page, pane, "max_tokens", "400")
     send(page, "Now write an even longer one.")
     page.wait_for_function("""() => [0, 1].every(p => {
-      const raw = document.querySelector(`#thread-${p} .turn[data-streaming] .answer-raw`);
-      return raw && raw.textContent.length > 0;
-    })""", timeout=60_000)
+      const live = document.querySelector(`#thread-${p} .turn[data-streaming] .answer-live`);
+      return live && live.textContent.length > 0;
+    })""", timeout=90_000)
     page.click("#stop")
     page.wait_for_function(IDLE, timeout=10_000)
     for pane in (0, 1):
@@ -90,7 +106,6 @@ def test_the_playground_streams_panes_side_by_side_stops_thinks_and_sends_images
     shot(page, "playground-05-stopped")
 
     # Thinking: reasoning streams into its own column beside the answer.
-    vendor.reset()
     page.click("#pane-1 .remove-pane")
     page.check("#pane-0 [name=thinking]")
     set_param(page, 0, "budget_tokens", "48")
@@ -130,4 +145,24 @@ def test_the_playground_streams_panes_side_by_side_stops_thinks_and_sends_images
 
     # The conversation was saved and is listed.
     page.wait_for_selector("#conversations li[aria-current]")
-    assert "Write a long story" in page.inner_text("#conversations")
+    assert "Name a colour." in page.inner_text("#conversations li[aria-current]")
+
+
+def test_the_playground_fits_a_phone(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/playground/")
+    page.wait_for_selector(f"#pane-0[data-endpoint={LOCAL}]")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
+    prompt = page.locator("#prompt").bounding_box()
+    composer = page.locator("#composer").bounding_box()
+    assert prompt["width"] >= composer["width"] - 40, (prompt, composer)  # the prompt box spans the composer
+    for button in ("#send", "#stop", "label.attach"):
+        box = page.locator(button).bounding_box()
+        assert box["height"] >= 44 and box["width"] >= 80 and box["x"] + box["width"] <= 390, (button, box)
+    set_param(page, 0, "max_tokens", "24")
+    page.locator("#pane-0 details.settings summary").click()  # closed again
+    send(page, "Give me two tips for a rainy day.")
+    page.wait_for_function(IDLE, timeout=90_000)
+    assert page.inner_text("#thread-0 .turn:last-child .markdown").strip()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "playground-10-phone-390x844")

@@ -14,6 +14,7 @@ from PIL import Image
 from endpoints.config import apply, load_file, parse_text
 from endpoints.providers import http
 from endpoints.providers.local import LOCAL_MODELS, runtime_for
+from playground.render import markdown_html
 from tests.conftest import ROOT
 from tests.fakes.openai_upstream import openai_upstream  # noqa: F401 (fixture)
 
@@ -72,6 +73,12 @@ def pane(index: int, endpoint: str = LOCAL, **params) -> dict:
 
 def send(prompt: str, *panes: dict, conversation=None, images=()) -> dict:
     return {"type": "send", "conversation": conversation, "prompt": prompt, "images": list(images), "panes": list(panes)}
+
+
+def streamed_html(deltas: list[dict]) -> str:
+    """The answer's HTML as the page holds it after ``deltas``: appended blocks, then the last tail."""
+    answered = [f for f in deltas if "tail" in f]
+    return "".join(f["append"] for f in answered) + (answered[-1]["tail"] if answered else "")
 
 
 async def until_idle(communicator: WebsocketCommunicator, timeout: float = 120) -> list[dict]:
@@ -133,12 +140,54 @@ async def test_two_panes_stream_at_once_each_with_its_own_deltas(fake, session_c
     assert all("pane-error" not in f["html"] for f in frames if f["type"] == "done"), [f["html"] for f in frames if f["type"] == "done"]
     first_done = next(i for i, (kind, _) in enumerate(order) if kind == "done")
     assert {p for kind, p in order[:first_done] if kind == "delta"} == {0, 1}, order
-    # Coalesced: far fewer frames than the 30 pieces of the vendor pane, yet several of them.
+    # Coalesced: far fewer frames than the 60 pieces of the vendor pane, yet several of them,
+    # adding up to the answer's Markdown as the finished turn shows it.
     vendor_deltas = [f for f in frames if f["type"] == "delta" and f["pane"] == 1]
     assert 2 <= len(vendor_deltas) < 60
-    assert "".join(f["text"] for f in vendor_deltas) == "".join(fake.pieces)
+    assert streamed_html(vendor_deltas) == markdown_html("".join(fake.pieces))
     done = {f["pane"]: f["html"] for f in frames if f["type"] == "done"}
     assert "w59" in done[1] and "TTFT" in done[1] and "tok/s" in done[1]
+    await communicator.disconnect()
+
+
+async def test_two_panes_on_the_local_model_stream_together(default_endpoints, session_cookie):
+    """The local model serves two requests at once: neither pane waits for the other's answer."""
+    communicator, _ = await connect(session_cookie)
+    # Two panes at once load both of the model's instances.
+    await communicator.send_json_to(send("Hi", pane(0, max_tokens=1), pane(1, max_tokens=1)))
+    await until_idle(communicator)
+    await communicator.send_json_to(send("Write a long story about a dragon.", pane(0, max_tokens=48), pane(1, max_tokens=48)))
+    frames = await until_idle(communicator)
+    order = [(f["type"], f.get("pane")) for f in frames if f["type"] in ("delta", "done")]
+    first_done = next(i for i, (kind, _) in enumerate(order) if kind == "done")
+    assert {p for kind, p in order[:first_done] if kind == "delta"} == {0, 1}, order
+    await communicator.disconnect()
+
+
+MARKDOWN_ANSWER = (
+    "## Plan\n\nFirst, a paragraph with **bold** and <script>alert(1)</script> in it.\n\n"
+    "```python\nprint('<b>hi</b>')\n```\n\n- one\n- two\n\nThe end, with a [link](javascript:alert(2)).\n"
+)
+
+
+async def test_the_answer_streams_as_sanitised_markdown_rendered_block_by_block(fake, session_cookie):
+    words = MARKDOWN_ANSWER.split(" ")
+    fake.pieces = [w + " " for w in words[:-1]] + [words[-1]]
+    fake.chunk_delay = 0.04
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Plan it.", pane(0, "fake-chat")))
+    frames = await until_idle(communicator)
+    deltas = [f for f in frames if f["type"] == "delta"]
+    # Rendered while streaming: the heading is HTML long before the answer ends.
+    first_heading = next(i for i, f in enumerate(deltas) if "<h2>Plan</h2>" in f["append"] + f["tail"])
+    assert first_heading < len(deltas) - 3, [f["tail"] for f in deltas]
+    # Finished blocks are sent once; later ticks only re-send the block being written.
+    assert sum("<h2>" in f["append"] + f["tail"] for f in deltas) < len(deltas) / 2
+    assert "<h2>" not in deltas[-1]["tail"]
+    for f in deltas:
+        html = f["append"] + f["tail"]
+        assert "<script" not in html and "href=\"javascript" not in html and "<b>" not in html
+    assert streamed_html(deltas) == markdown_html("".join(fake.pieces))
     await communicator.disconnect()
 
 
@@ -187,12 +236,12 @@ async def test_stop_cancels_every_pane_and_generation_stops(fake, session_cookie
     frames += await until_idle(communicator, timeout=10)
     await asyncio.sleep(0.5)
     sampled = runtime.stats()["tokens_sampled"] - before
-    local_text = "".join(f["text"] for f in frames if f["type"] == "delta" and f["pane"] == 0)
+    local_html = streamed_html([f for f in frames if f["type"] == "delta" and f["pane"] == 0])
 
     done = [f for f in frames if f["type"] == "done"]
     assert {f["pane"] for f in done} == {0, 1} and all("Stopped." in f["html"] for f in done)
     assert sampled < 200, f"{sampled} tokens were generated: generation went on after Stop"
-    assert len(local_text) > 0
+    assert local_html.strip()  # the local answer streamed before Stop
     assert fake.wait_for_disconnect(5)  # the vendor's stream was closed too
     await communicator.disconnect()
 
@@ -202,7 +251,7 @@ async def test_thinking_sends_reasoning_before_text(default_endpoints, session_c
     await communicator.send_json_to(send("Why is the sky blue?", pane(0, max_tokens=40, thinking=True, budget_tokens=12)))
     frames = await until_idle(communicator)
     deltas = [f for f in frames if f["type"] == "delta"]
-    first_text = next(i for i, f in enumerate(deltas) if f["text"])
+    first_text = next(i for i, f in enumerate(deltas) if f.get("tail"))
     assert deltas[0]["reasoning"] and not any(f["reasoning"] for f in deltas[first_text + 1:])
     done = next(f for f in frames if f["type"] == "done")
     assert 'class="reasoning"' in done["html"] and "Thought for" in done["html"]
