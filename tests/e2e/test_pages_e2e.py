@@ -15,7 +15,7 @@ CHAT = "local-smollm2-chat"
 def test_it_filters_opens_and_queries_an_endpoint(page):
     page.goto("/endpoints/")
     results = page.locator("#endpoint-results")
-    expect(results.get_by_role("link", name=CHAT)).to_be_visible()
+    expect(results.get_by_role("link", name=CHAT, exact=True)).to_be_visible()
     shot(page, "pages-01-endpoints")
 
     page.fill("#filter-q", "smollm2")
@@ -29,7 +29,7 @@ def test_it_filters_opens_and_queries_an_endpoint(page):
     expect(results).to_contain_text("No endpoints match “zzz-nothing”")
     page.fill("#filter-q", "smollm2")
 
-    results.get_by_role("link", name=CHAT).click()
+    results.get_by_role("link", name=CHAT, exact=True).click()
     page.wait_for_url(f"**/endpoints/{CHAT}/")
     expect(page.get_by_role("heading", name=CHAT, level=1)).to_be_visible()
     expect(page.locator("#code-openai")).to_contain_text(f'model="{CHAT}"')
