@@ -14,6 +14,7 @@
   middleware; ``/static/`` is answered before it.
 """
 import asyncio
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
@@ -124,3 +125,8 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# What start-up built (modules, settings, URL patterns) lives as long as the process: keep it out
+# of the garbage collector's full collections, which otherwise walk all of it every few hundred
+# requests and pause the request that triggers them (bench/gateway_cost.py: the p99 at c=1).
+gc.freeze()
