@@ -7,7 +7,8 @@ Served entity config (``EntitySpec.config``, the ``anthropic_config`` of the ent
 - ``anthropic_api_base``: the API root, as the Anthropic SDKs take it (default
   ``https://api.anthropic.com``); ``/v1/messages`` is appended (only ``/messages`` when the root
   already ends in ``/v1``).
-- ``timeout``: seconds the upstream may stay silent (the read timeout; default 300).
+- ``timeout``: seconds the upstream may stay silent (the read timeout; default 300);
+  ``connect_timeout``: seconds to connect (default 5).
 
 ``spec.model`` is sent as ``model``. A streaming request streams from Anthropic; a non-streaming
 one asks for the JSON answer (``stream: false``), which is read into the same events.
@@ -74,7 +75,7 @@ from ..schemas import CHAT, ChatMessage, ChatRequest, ImagePart, ReasoningPart, 
 from ..structured import OutputFormat, ToolPlan
 from . import http
 from .base import EntitySpec, Provider
-from .openai_compatible import _seconds, api_root, config_secret, join
+from .openai_compatible import api_root, config_secret, join
 
 LABEL = "Anthropic"  # how errors name the vendor
 API_VERSION = "2023-06-01"
@@ -527,7 +528,7 @@ class AnthropicProvider(Provider):
         headers = {"x-api-key": key, "anthropic-version": API_VERSION, "content-type": "application/json"}
         self._stream_headers = {**headers, "accept": "text/event-stream"}
         self._json_headers = {**headers, "accept": "application/json"}
-        self._timeout = http.timeout(read=_seconds(config.get("timeout")))
+        self._timeout = http.entity_timeout(config)
 
     def __repr__(self) -> str:  # never the key
         return f"<AnthropicProvider {self.spec.model!r} at {http.safe_url(self.base_url)}>"

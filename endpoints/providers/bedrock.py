@@ -377,6 +377,7 @@ class BedrockProvider(Provider):
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)
+        self._timeout = http.entity_timeout(spec.config)
         config = spec.config
         region = config.get("aws_region")
         if not isinstance(region, str) or not _REGION.match(region.strip()):
@@ -461,7 +462,7 @@ class BedrockProvider(Provider):
         finished = False
         usage: Usage | None = None
         headers = self._signed(url, body, EVENT_STREAM)
-        async with http.open_stream(LABEL, url, body, headers, secrets=self._secrets) as response:
+        async with http.open_stream(LABEL, url, body, headers, self._timeout, secrets=self._secrets) as response:
             buffer = EventStreamBuffer()
             async for chunk in response.aiter_bytes():
                 buffer.add_data(chunk)
@@ -493,7 +494,7 @@ class BedrockProvider(Provider):
     async def _whole(self, body: bytes) -> AsyncIterator[Event]:
         url = f"{self.endpoint_url}{self._model_path}/converse"
         headers = self._signed(url, body, "application/json")
-        payload = await http.post_json(LABEL, url, body, headers, secrets=self._secrets)
+        payload = await http.post_json(LABEL, url, body, headers, self._timeout, secrets=self._secrets)
         if not isinstance(payload, dict):
             raise ServingError(f"{LABEL} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
         for event in converse_events(payload):
@@ -503,7 +504,7 @@ class BedrockProvider(Provider):
         """InvokeModel: the decoded answer and the input token count Bedrock reports in a header."""
         url = f"{self.endpoint_url}{self._model_path}/invoke"
         headers = self._signed(url, body, "application/json")
-        async with http.open_stream(LABEL, url, body, headers, secrets=self._secrets) as response:
+        async with http.open_stream(LABEL, url, body, headers, self._timeout, secrets=self._secrets) as response:
             content = await response.aread()
             tokens = int(response.headers.get("x-amzn-bedrock-input-token-count") or 0)
         try:

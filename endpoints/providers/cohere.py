@@ -315,6 +315,7 @@ class CohereProvider(Provider):
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)
+        self._timeout = http.entity_timeout(spec.config)
         config = spec.config
         key = config.get("cohere_api_key")
         if not isinstance(key, str) or not key.strip():
@@ -350,7 +351,7 @@ class CohereProvider(Provider):
     async def _embed(self, texts: list[str], extra: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({"model": self.spec.model, **embed_body(texts, extra)})
         url = self.base_url + "/v2/embed"
-        payload = await http.post_json(LABEL, url, body, self._json_headers, secrets=self._secrets)
+        payload = await http.post_json(LABEL, url, body, self._json_headers, self._timeout, secrets=self._secrets)
         if not isinstance(payload, dict):
             raise ServingError(f"{LABEL} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
         return payload
@@ -361,7 +362,7 @@ class CohereProvider(Provider):
         state = StreamState()
         ended = False
         url = self.base_url + "/v2/chat"
-        async with http.open_stream(LABEL, url, body, self._stream_headers, secrets=self._secrets) as response:
+        async with http.open_stream(LABEL, url, body, self._stream_headers, self._timeout, secrets=self._secrets) as response:
             async with aclosing(http.iter_sse(response)) as sse_events:
                 async for sse in sse_events:
                     if ended or not sse.data or sse.data == "[DONE]":
@@ -378,7 +379,7 @@ class CohereProvider(Provider):
 
     async def _whole(self, body: bytes) -> AsyncIterator[Event]:
         url = self.base_url + "/v2/chat"
-        payload = await http.post_json(LABEL, url, body, self._json_headers, secrets=self._secrets)
+        payload = await http.post_json(LABEL, url, body, self._json_headers, self._timeout, secrets=self._secrets)
         if not isinstance(payload, dict):
             raise ServingError(f"{LABEL} answered with an unexpected body.", "TEMPORARILY_UNAVAILABLE")
         for event in chat_events(payload):

@@ -478,7 +478,7 @@ class _GeminiFormat(Provider):
         """Relay the vendor's answer as our events, per the contract in :mod:`.base`."""
         headers = {**await self._headers(), "accept": "text/event-stream" if stream else "application/json"}
         state = StreamState(choices)
-        async with http.open_stream(self.label, url, body, headers, secrets=self._secrets()) as response:
+        async with http.open_stream(self.label, url, body, headers, self._timeout, secrets=self._secrets()) as response:
             if stream and http.is_event_stream(response):
                 async with aclosing(http.iter_sse(response)) as sse_events:
                     async for sse in sse_events:
@@ -508,7 +508,7 @@ class _GeminiFormat(Provider):
 
     async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
         headers = {**await self._headers(), "accept": "application/json"}
-        return self._answer(await http.post_json(self.label, url, orjson.dumps(body), headers, secrets=self._secrets()))
+        return self._answer(await http.post_json(self.label, url, orjson.dumps(body), headers, self._timeout, secrets=self._secrets()))
 
 
 class GeminiProvider(_GeminiFormat):
@@ -518,6 +518,7 @@ class GeminiProvider(_GeminiFormat):
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)
+        self._timeout = http.entity_timeout(spec.config)
         config = spec.config
         key = config_secret(config, "gemini_api_key")
         if key is None:
@@ -566,6 +567,7 @@ class VertexProvider(_GeminiFormat):
 
     def __init__(self, spec: EntitySpec) -> None:
         super().__init__(spec)
+        self._timeout = http.entity_timeout(spec.config)
         config = spec.config
         project = _segment(config.get("project_id"), "'project_id'", "my-project")
         region = _segment(config.get("region"), "'region'", "us-central1, or global")

@@ -115,14 +115,34 @@ def setting(name: str) -> float:
     return number
 
 
-def timeout(read: float | None = None) -> httpx.Timeout:
-    """The timeouts for one upstream call; ``read`` (seconds) overrides the read timeout."""
+def timeout(read: float | None = None, connect: float | None = None) -> httpx.Timeout:
+    """The timeouts for one upstream call; ``read`` and ``connect`` (seconds) override the settings."""
     return httpx.Timeout(
-        connect=setting("FONDASI_HTTP_CONNECT_TIMEOUT"),
+        connect=connect if connect is not None else setting("FONDASI_HTTP_CONNECT_TIMEOUT"),
         read=read if read is not None else setting("FONDASI_HTTP_READ_TIMEOUT"),
         write=setting("FONDASI_HTTP_WRITE_TIMEOUT"),
         pool=setting("FONDASI_HTTP_POOL_TIMEOUT"),
     )
+
+
+def entity_timeout(config: Mapping[str, Any]) -> httpx.Timeout:
+    """The timeouts a served entity's config sets: ``timeout`` (seconds the upstream may stay
+    silent: the read timeout) and ``connect_timeout``; the settings' for what it leaves out.
+    ServingError(400) naming the field when one is not a positive number."""
+    return timeout(read=_config_seconds(config, "timeout"), connect=_config_seconds(config, "connect_timeout"))
+
+
+def _config_seconds(config: Mapping[str, Any], field: str) -> float | None:
+    value = config.get(field)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ServingError(f"'{field}' must be a number of seconds; got {value!r}.") from None
+    if not seconds > 0 or math.isinf(seconds):
+        raise ServingError(f"'{field}' must be a positive number of seconds; got {value!r}.")
+    return seconds
 
 
 def limits(pools: int = 1) -> httpx.Limits:

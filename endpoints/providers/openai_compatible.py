@@ -6,7 +6,8 @@ Served entity config (``EntitySpec.config``):
   ``/completions`` and ``/embeddings`` are appended.
 - ``openai_api_key`` (or ``openai_api_key_plaintext``): the resolved key, sent as a Bearer token.
 - ``openai_organization``: sent as ``OpenAI-Organization``.
-- ``timeout``: seconds the upstream may stay silent (the read timeout; default 300).
+- ``timeout``: seconds the upstream may stay silent (the read timeout; default 300);
+  ``connect_timeout``: seconds to connect (default 5).
 
 ``spec.model`` is sent as ``model``. A streaming request streams from the upstream (always with
 ``stream_options.include_usage``); a non-streaming one asks for the JSON answer, which is read
@@ -286,7 +287,7 @@ class OpenAICompatibleProvider(Provider):
         headers = {"content-type": "application/json", **headers}
         self._stream_headers = {**headers, "accept": "text/event-stream"}
         self._json_headers = {**headers, "accept": "application/json"}
-        self._timeout = http.timeout(read=_seconds(config.get("timeout")))
+        self._timeout = http.entity_timeout(config)
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -451,15 +452,3 @@ def _as_error(data: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"error": data}
     return payload if isinstance(payload, dict) else {"error": data}
-
-
-def _seconds(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise invalid(f"'timeout' must be a number of seconds; got {value!r}.") from None
-    if not seconds > 0:
-        raise invalid(f"'timeout' must be positive; got {value!r}.")
-    return seconds
