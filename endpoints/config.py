@@ -29,6 +29,13 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
+def endpoint_name(value: str) -> str:
+    """``value`` if it is a valid endpoint name; ValueError saying the rule otherwise (validators)."""
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(f"endpoint name '{value}' is not valid: names are {NAME_RULE}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,12 +117,7 @@ class EndpointDecl(_Strict):
     served_entities: list[EntityDecl] = Field(min_length=1)
     examples: list[ExampleDecl] = Field(default_factory=list)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.match(NAME_PATTERN, value):
-            raise ValueError(f"endpoint name '{value}' is not valid: names are {NAME_RULE}")
-        return value
+    _name = field_validator("name")(staticmethod(endpoint_name))
 
     @field_validator("task")
     @classmethod

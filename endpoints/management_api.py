@@ -46,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import registry, secrets
 from .auth import Principal
 from .config import (
-    EndpointDecl, EntityDecl, ExternalModelDecl, FoundationModelDecl, check_entity, field_problem, save_endpoint,
+    EndpointDecl, EntityDecl, ExternalModelDecl, FoundationModelDecl, check_entity, endpoint_name, field_problem,
+    save_endpoint,
 )
 from .errors import ServingError, invalid, not_found
 from .models import NAME_PATTERN, NAME_RULE, ServedEntity, ServingEndpoint
@@ -219,12 +220,7 @@ class CreateBody(_Body):
     ai_gateway: AiGateway | None = None
     route_optimized: bool | None = None  # every endpoint is served the same way here
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.match(NAME_PATTERN, value):
-            raise ValueError(f"endpoint name '{value}' is not valid: names are {NAME_RULE}")
-        return value
+    _name = field_validator("name")(staticmethod(endpoint_name))
 
     @field_validator("task")
     @classmethod
