@@ -90,7 +90,7 @@ def fondasi(endpoints_file: Path | None = None, cpu: str | None = None, env: dic
     if user is not None:
         subprocess.run([*manage, "createsuperuser", "--noinput", "--username", user[0], "--email", f"{user[0]}@example.com"],
                        env={**environ, "DJANGO_SUPERUSER_PASSWORD": user[1]}, check=True, capture_output=True)
-    out = subprocess.run([*manage, "create_token", "--name", "bench"], env=environ, check=True, capture_output=True, text=True)
+    out = subprocess.run([*manage, "create_token", "--name", "bench", "--superuser"], env=environ, check=True, capture_output=True, text=True)
     token = out.stdout.strip().splitlines()[-1]
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"]

@@ -137,7 +137,7 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
     # A person who signs in to the pages (the browser tests).
     subprocess.run([*manage, "createsuperuser", "--noinput", "--username", "e2e", "--email", "e2e@example.com"],
                    env={**env, "DJANGO_SUPERUSER_PASSWORD": LIVE_PASSWORD}, check=True, capture_output=True)
-    out = subprocess.run([*manage, "create_token", "--name", "live"], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([*manage, "create_token", "--name", "live", "--superuser"], env=env, check=True, capture_output=True, text=True)
     token = out.stdout.strip().splitlines()[-1]
     port = _free_port()
     log = var / "server.log"

@@ -62,6 +62,24 @@ def test_create_token_prints_the_token_alone_on_its_last_line_and_stores_only_a_
     assert token.token_hash == hash_token(value) and value not in (token.token_hash, token.hint)
 
 
+def test_create_token_makes_a_new_user_an_ordinary_user_unless_staff_is_asked_for():
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    out = run("create_token", name="notebook", user="carol")
+    assert "user (not staff)" in out
+    carol = users.get(username="carol")
+    assert not carol.is_staff and not carol.is_superuser
+    run("create_token", name="deploy", user="ops", staff=True)
+    ops = users.get(username="ops")
+    assert ops.is_staff and not ops.is_superuser
+    # An existing user's roles never change here.
+    err = StringIO()
+    call_command("create_token", name="again", user="carol", staff=True, stdout=StringIO(), stderr=err)
+    assert "roles are unchanged" in err.getvalue()
+    assert not users.get(username="carol").is_staff
+
+
 def test_bootstrap_creates_a_token_and_a_sign_in_only_on_an_empty_database():
     from django.contrib.auth import authenticate
 
@@ -69,7 +87,8 @@ def test_bootstrap_creates_a_token_and_a_sign_in_only_on_an_empty_database():
     lines = first.strip().splitlines()
     assert "First run" in first and any(line.startswith("dapi") for line in lines)
     password = lines[-1].split("with password ", 1)[1].split(" ", 1)[0]
-    assert authenticate(username="admin", password=password) is not None
+    admin = authenticate(username="admin", password=password)
+    assert admin is not None and admin.is_staff and admin.is_superuser
     second = run("bootstrap")
     assert "dapi" not in second and "password" not in second
     assert AccessToken.objects.count() == 1

@@ -18,7 +18,7 @@ class Command(BaseCommand):
             self.stdout.write("Tokens exist; create another with: python manage.py create_token --name NAME")
             return
         self.stdout.write("First run: creating an access token for user 'admin'.")
-        call_command("create_token", name="first-run", user="admin", stdout=self.stdout)
+        call_command("create_token", name="first-run", user="admin", superuser=True, stdout=self.stdout)
         admin = get_user_model().objects.get(username="admin")
         if not admin.has_usable_password():
             # The pages need a signed-in person; a password shown once, like the token.
