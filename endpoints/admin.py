@@ -4,13 +4,62 @@ from django.contrib import admin
 from . import admin_identities  # noqa: F401 - registers ServicePrincipalAdmin
 from . import registry, secrets
 from .config import check_entity
+from .errors import ServingError
+from .json_limits import MAX_CONFIG_DEPTH, check_json
+from .masking import MASK, find_mask, masked, unmask
 from .models import AccessToken, ExampleInput, Secret, ServedEntity, ServingEndpoint
 
 
+def _bounded(value, field: str, **limits):
+    """``value`` when within the JSON limits (endpoints/json_limits.py), else a form error saying which."""
+    try:
+        check_json(value, field, **limits)
+    except ServingError as exc:
+        raise forms.ValidationError(exc.message) from None
+    return value
+
+
+class ServingEndpointForm(forms.ModelForm):
+    class Meta:
+        model = ServingEndpoint
+        fields = "__all__"
+
+    def clean_tags(self):
+        return _bounded(self.cleaned_data.get("tags"), "tags")
+
+    def clean_rate_limits(self):
+        return _bounded(self.cleaned_data.get("rate_limits"), "rate_limits")
+
+    def clean_ai_gateway(self):
+        return _bounded(self.cleaned_data.get("ai_gateway"), "ai_gateway")
+
+
 class ServedEntityForm(forms.ModelForm):
+    """A served entity; its provider config is shown masked as the API and the pages show it
+    (endpoints/masking.py). A masked value submitted unchanged keeps the stored credential."""
+
     class Meta:
         model = ServedEntity
         fields = ["name", "provider", "model", "config", "position"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None and "config" in self.fields:
+            self.initial["config"] = masked(self.instance.config)
+
+    def clean_config(self):
+        config = _bounded(self.cleaned_data.get("config"), "config", max_depth=MAX_CONFIG_DEPTH)
+        if self.instance.pk is not None:
+            # The stored config: the instance takes the cleaned data only after clean().
+            config, problem = unmask(config, self.instance.config)
+        else:
+            problem = find_mask(config)
+        if problem is not None:
+            raise forms.ValidationError(
+                f"'{problem}' holds a masked value ({MASK}…), not a credential: type the credential "
+                "itself or a {{secrets/scope/key}} reference."
+            )
+        return config
 
     def clean(self):
         data = super().clean()
@@ -41,6 +90,7 @@ class ExampleInputInline(admin.StackedInline):
 
 @admin.register(ServingEndpoint)
 class ServingEndpointAdmin(admin.ModelAdmin):
+    form = ServingEndpointForm
     list_display = ["name", "task", "ready", "source", "updated_at"]
     list_filter = ["task", "source", "ready"]
     search_fields = ["name", "description"]

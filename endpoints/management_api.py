@@ -24,17 +24,24 @@ config, tags and existence change only there (an API change would be undone when
 next applied); their rate limits and AI gateway, which the file does not declare, may be set here.
 
 Credentials: provider config fields are stored as given, as ``{{secrets/scope/key}}`` references
-or ``*_plaintext`` values; answers show references as they are and mask every other credential
-and every ``*_plaintext`` value (:func:`endpoints.secrets.mask`).
+or ``*_plaintext`` values; answers show references as they are and mask every other credential,
+every ``*_plaintext`` value and the credentials inside URLs and header values
+(:func:`endpoints.masking.masked`, as the pages and the admin do). A masked value sent back is refused.
+
+Limits: every stored JSON (provider configs, tags, rate limits, AI gateway) is bounded in depth
+and size before anything is saved (:mod:`endpoints.json_limits`), a 400 naming the field and the
+limit; a stored row that still cannot be rendered is listed without its config, never a 500.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import uuid
 from datetime import datetime
 from typing import Any, Callable, Literal, TypeVar
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as ModelValidationError
@@ -43,19 +50,22 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import registry, secrets
+from . import registry
 from .auth import Principal
 from .config import (
     EndpointDecl, EntityDecl, ExternalModelDecl, FoundationModelDecl, check_entity, endpoint_name, field_problem,
     save_endpoint,
 )
 from .errors import ServingError, invalid, not_found
+from .json_limits import MAX_CONFIG_DEPTH, MAX_DEPTH, MAX_DESCRIPTION_CHARS, check_json, check_text
+from .masking import find_mask, masked
 from .models import NAME_PATTERN, NAME_RULE, ServedEntity, ServingEndpoint
 from .providers.local import LOCAL_MODELS
 from .schemas import TASKS
 from .views import api, json_response, read_json
 
 CAN_MANAGE, CAN_QUERY = "CAN_MANAGE", "CAN_QUERY"
+log = logging.getLogger("fondasi.management")
 
 # --- request bodies (Databricks' shapes) ----------------------------------------------------------
 
@@ -242,6 +252,40 @@ class RateLimitsBody(_Body):
 Body = TypeVar("Body", bound=BaseModel)
 
 
+# The largest management API body: a few provider configurations and the endpoint's other fields.
+MAX_BODY_BYTES = 512 * 1024
+
+
+def _bound_core(config: Any, field: str) -> None:
+    """Each provider configuration of a ``config`` body (raw JSON) within its depth and size."""
+    if not isinstance(config, dict):
+        return
+    for kind in ("served_entities", "served_models"):
+        entities = config.get(kind)
+        for i, entity in enumerate(entities if isinstance(entities, list) else []):
+            external = entity.get("external_model") if isinstance(entity, dict) else None
+            for key, value in external.items() if isinstance(external, dict) else ():
+                if isinstance(value, (dict, list)):
+                    check_json(value, f"{field}{kind}.{i}.external_model.{key}", max_depth=MAX_CONFIG_DEPTH)
+
+
+def bound(body: Any, fields: dict[str, str]) -> None:
+    """ServingError(400) naming the field when raw ``body`` holds JSON nested or sized past the limits
+    (:mod:`endpoints.json_limits`); ``fields`` maps the body's free-form fields to the names used in
+    messages (``config``: the served entities' provider configurations). Runs before parsing."""
+    if isinstance(body, dict):
+        for key, name in fields.items():
+            if key not in body:
+                continue
+            if key == "description":
+                check_text(body[key], name, MAX_DESCRIPTION_CHARS)
+            elif key == "config":
+                _bound_core(body[key], name)
+            else:
+                check_json(body[key], name)
+    check_json(body, "the request body", max_depth=MAX_DEPTH, max_bytes=MAX_BODY_BYTES)
+
+
 def parse(model: type[Body], body: Any) -> Body:
     """``body`` as ``model``; ServingError(400) naming the first field that is wrong."""
     if not isinstance(body, dict):
@@ -363,22 +407,14 @@ def declaration(
 # --- credentials --------------------------------------------------------------------------------
 
 
-def _is_secret(path: str) -> bool:
-    """Credentials by name (:func:`endpoints.secrets.is_credential`), and every ``*_plaintext`` field."""
-    return path.endswith(secrets.PLAINTEXT) or secrets.is_credential(path)
-
-
-def _refuse_masks(config: Any, where: str, path: str = "") -> None:
+def _refuse_masks(config: Any, where: str) -> None:
     """A masked value sent back (a GET answer reused as an update body) would replace the credential."""
-    for key, value in config.items() if isinstance(config, dict) else ():
-        field = f"{path}.{key}" if path else str(key)
-        if isinstance(value, dict):
-            _refuse_masks(value, where, field)
-        elif isinstance(value, str) and value.startswith(secrets.MASK) and _is_secret(field):
-            raise invalid(
-                f"{where}.{field} holds the masked value an answer shows, not a credential: send the "
-                "credential itself or a {{secrets/scope/key}} reference."
-            )
+    field = find_mask(config)
+    if field is not None:
+        raise invalid(
+            f"{where}.{field} holds the masked value an answer shows, not a credential: send the "
+            "credential itself or a {{secrets/scope/key}} reference."
+        )
 
 
 # --- the endpoint object ------------------------------------------------------------------------
@@ -400,7 +436,7 @@ def _entity_object(entity: ServedEntity, task: str) -> dict[str, Any]:
     else:
         key = _CONFIG_KEYS.get(entity.provider, entity.provider.replace("-", "_") + "_config")
         out["external_model"] = {
-            "name": entity.model, "provider": entity.provider, "task": task, key: secrets.mask(entity.config, _is_secret),
+            "name": entity.model, "provider": entity.provider, "task": task, key: masked(entity.config),
         }
     out["state"] = {"deployment": "DEPLOYMENT_READY"}
     return out
@@ -437,6 +473,31 @@ def endpoint_object(endpoint: ServingEndpoint, permission_level: str) -> dict[st
     if endpoint.rate_limits:
         out["rate_limits"] = endpoint.rate_limits
     return out
+
+
+def _unrenderable(endpoint: ServingEndpoint, permission_level: str) -> dict[str, Any]:
+    """What is shown of a stored endpoint that cannot be rendered (stored before the limits, or
+    edited in the database): enough to find, fix (PUT …/config) or delete it."""
+    return {
+        "name": endpoint.name,
+        "id": uuid.uuid5(_ID_NAMESPACE, str(endpoint.pk)).hex,
+        "task": endpoint.task,
+        "creator": endpoint.creator,
+        "state": {"ready": "NOT_READY", "config_update": "UPDATE_FAILED"},
+        "permission_level": permission_level,
+    }
+
+
+def rendered(endpoint: ServingEndpoint, permission_level: str) -> dict[str, Any]:
+    """:func:`endpoint_object`, or :func:`_unrenderable` when the row cannot be rendered as JSON:
+    one bad row must not fail a whole list (defence in depth behind :func:`bound`)."""
+    try:
+        out = endpoint_object(endpoint, permission_level)
+        orjson.dumps(out)  # what the answer will do (orjson refuses > 254 levels)
+        return out
+    except Exception:  # noqa: BLE001 - logged; the endpoint is listed as failed
+        log.exception("endpoint %r cannot be rendered; listed without its configuration", endpoint.name)
+        return _unrenderable(endpoint, permission_level)
 
 
 # --- the database side (sync, in Django's sync thread) ------------------------------------------
@@ -513,7 +574,7 @@ def _changed(endpoint: ServingEndpoint) -> dict[str, Any]:
 @_in_db
 def list_endpoints(principal: Principal) -> list[dict[str, Any]]:
     staff = _is_staff(principal)
-    return [endpoint_object(e, _level(e, principal, staff)) for e in _with_entities()]
+    return [rendered(e, _level(e, principal, staff)) for e in _with_entities()]
 
 
 @_in_db
@@ -521,7 +582,7 @@ def get_endpoint(principal: Principal, name: str) -> dict[str, Any]:
     endpoint = _with_entities().filter(name=name).first()
     if endpoint is None:
         raise _missing(name)
-    return endpoint_object(endpoint, _level(endpoint, principal, _is_staff(principal)))
+    return rendered(endpoint, _level(endpoint, principal, _is_staff(principal)))
 
 
 def _exists(name: str) -> ServingError:
@@ -535,6 +596,8 @@ def _exists(name: str) -> ServingError:
 def create_endpoint(principal: Principal, body: Any) -> dict[str, Any]:
     if not _is_staff(principal):
         raise ServingError("Creating serving endpoints takes a staff user.", "PERMISSION_DENIED")
+    bound(body, {"config": "config.", "tags": "tags", "rate_limits": "rate_limits", "ai_gateway": "ai_gateway",
+                 "description": "description"})
     request = parse(CreateBody, body)
     decl = declaration(
         request.name, request.config, field="config.", description=request.description or "",
@@ -570,6 +633,7 @@ def delete_endpoint(principal: Principal, name: str) -> None:
 def update_config(principal: Principal, name: str, body: Any) -> dict[str, Any]:
     with transaction.atomic():
         endpoint = _managed(principal, name)
+        bound({"config": body}, {"config": ""})
         decl = declaration(
             name, parse(CoreConfig, body), field="", description=endpoint.description, tags=endpoint.tags,
             current_task=endpoint.task,
@@ -582,10 +646,12 @@ def update_config(principal: Principal, name: str, body: Any) -> dict[str, Any]:
 def patch_tags(principal: Principal, name: str, body: Any) -> dict[str, Any]:
     with transaction.atomic():
         endpoint = _managed(principal, name)
+        bound(body, {"add_tags": "add_tags", "delete_tags": "delete_tags"})
         patch = parse(TagsPatch, body)
         added = [t.model_dump(exclude_none=True) for t in patch.add_tags]
         replaced = set(patch.delete_tags) | {t["key"] for t in added}
         endpoint.tags = [t for t in endpoint.tags if t.get("key") not in replaced] + added
+        check_json(endpoint.tags, "tags")  # what the endpoint would hold after the patch
         endpoint.save(update_fields=["tags", "updated_at"])
     registry.invalidate()
     return {"tags": endpoint.tags}
@@ -595,6 +661,7 @@ def patch_tags(principal: Principal, name: str, body: Any) -> dict[str, Any]:
 def put_rate_limits(principal: Principal, name: str, body: Any) -> dict[str, Any]:
     with transaction.atomic():
         endpoint = _managed(principal, name, file_declares=False)
+        bound(body, {"rate_limits": "rate_limits"})
         endpoint.rate_limits = [r.model_dump(exclude_none=True) for r in parse(RateLimitsBody, body).rate_limits]
         endpoint.save(update_fields=["rate_limits", "updated_at"])
     registry.invalidate()
@@ -605,6 +672,8 @@ def put_rate_limits(principal: Principal, name: str, body: Any) -> dict[str, Any
 def put_ai_gateway(principal: Principal, name: str, body: Any) -> dict[str, Any]:
     with transaction.atomic():
         endpoint = _managed(principal, name, file_declares=False)
+        check_json(body, "ai_gateway")
+        bound(body, {})
         endpoint.ai_gateway = parse(AiGateway, body).model_dump(exclude_none=True)
         endpoint.save(update_fields=["ai_gateway", "updated_at"])
     registry.invalidate()

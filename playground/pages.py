@@ -8,11 +8,9 @@ what ``POST /serving-endpoints/{name}/invocations`` would, signed in by session 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import messages
@@ -32,38 +30,24 @@ from endpoints.models import AccessToken, ExampleInput, ServingEndpoint
 from endpoints.providers import get_provider
 from endpoints.providers.base import EntitySpec
 from endpoints.schemas import CHAT, COMPLETIONS, EMBEDDINGS, TASKS
-from endpoints.secrets import is_credential, mask
+from endpoints.masking import is_secret_field, is_secret_metadata, masked
 
 # --- helpers ----------------------------------------------------------------------------------
 
-# Provider metadata promises no secrets (``Provider.describe``); it is masked anyway, but counts
-# such as ``default_max_tokens`` are not credentials.
-_SECRET_METADATA = re.compile(r"key|token(?!s)|secret|password|private", re.IGNORECASE)
-
-
-def _is_secret_metadata(key: str) -> bool:
-    return bool(_SECRET_METADATA.search(key))
-
-
 def _display(value: Any) -> str:
+    # Values arrive masked (endpoints.masking.masked: credentials in fields, URLs and headers).
     if isinstance(value, str):
-        parts = urlsplit(value) if value.startswith(("http://", "https://")) else None
-        # Credentials may ride in a URL (user:pass@host, ?api-key=…): show only the safe part.
-        if parts and (parts.username or parts.password or parts.query):
-            from endpoints.providers.http import safe_url
-
-            return safe_url(value) + ("?…" if parts.query else "")
         return value
     if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
         return ", ".join(str(v) for v in value)
     return json.dumps(value, ensure_ascii=False)
 
 
-def config_rows(config: Any, is_secret: Callable[[str], bool] = is_credential) -> list[tuple[str, str]]:
-    """Flatten a provider config into ``(dotted key, shown value)`` rows with every secret masked:
-    a field whose dotted key ``is_secret`` (:func:`endpoints.secrets.mask`: a secret reference
-    shows as written), and credentials inside URLs."""
-    return _rows(mask(config, is_secret), "")
+def config_rows(config: Any, is_secret: Callable[[str], bool] = is_secret_field) -> list[tuple[str, str]]:
+    """Flatten a provider config into ``(dotted key, shown value)`` rows with every secret masked
+    as the API and the admin mask it (:func:`endpoints.masking.masked`: a field whose dotted key
+    ``is_secret``, credentials inside URLs and header values; a secret reference shows as written)."""
+    return _rows(masked(config, is_secret), "")
 
 
 def _rows(config: Any, prefix: str) -> list[tuple[str, str]]:
@@ -92,7 +76,7 @@ def entity_metadata(spec: EntitySpec) -> tuple[list[tuple[str, str]], str]:
     if spec.task == EMBEDDINGS and provider.normalized_embeddings is not None:
         info.setdefault("normalized", provider.normalized_embeddings)
     rows = []
-    for key, value in config_rows(info, is_secret=_is_secret_metadata):
+    for key, value in config_rows(info, is_secret=is_secret_metadata):
         rows.append((key.replace("_", " "), {"true": "yes", "false": "no"}.get(value, value)))
     return rows, ""
 
