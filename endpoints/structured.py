@@ -29,10 +29,16 @@ the model finish within ``max_tokens``. So the caller validates only output that
 model's end token. When generation ended by the token limit (``finish_reason`` ``"length"``) or by a
 client stop sequence, the caller returns the text as it is, with that finish reason, and does not
 call :func:`validate_output`. For tools it calls ``parse_tool_output(text, plan, truncated=True)``,
-which returns the calls that were complete and leaves the cut-off rest as text. A validation
-failure on output that did end properly means the grammar let through something it should not
-have (or the schema uses a keyword the grammar does not enforce, see :func:`response_grammar`), so
-it is a 500 (``INTERNAL_ERROR``), not the client's fault. Schemas are read as JSON Schema 2020-12.
+which returns the calls that were complete and leaves the cut-off rest as text. Output that ended
+properly but is JSON breaking the schema means the schema uses a keyword the grammar does not
+enforce (see :func:`response_grammar`): the request asked for what this endpoint could not honour,
+a 400 (``INVALID_PARAMETER_VALUE``) naming the schema's field and the path in the answer. Output the
+grammar itself rules out (not JSON, a malformed call block) is a 500 (``INTERNAL_ERROR``).
+Schemas are read as JSON Schema 2020-12.
+
+User schemas are bounded before anything reads them (``endpoints.schema_limits``: sizes, nesting,
+``$ref`` cycles, patterns on RE2), grammars by ``MAX_GRAMMAR_BYTES``, and checks of answers run in
+bounded time (RE2 patterns, a step budget). The grammar builders are safe to call from a thread.
 
 llama-cpp-python 0.3.36 notes, which shaped this module:
 
@@ -65,6 +71,7 @@ from typing import Any, Iterable
 
 
 from .errors import ServingError, invalid
+from .schema_limits import CheckTooCostly, answer_depth_exceeds, check_limits, check_schema, first_error, new_totals
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,8 @@ TOOL_CHOICES = ("auto", "none", "required")
 # OpenAI's rule for function names (and json_schema names).
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 DEFAULT_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+# OpenAI's limit on the number of tools of one request.
+MAX_TOOLS = 128
 # The grammar allows at most this many calls in one parallel block: a tiny model that starts
 # repeating a call would otherwise repeat it until max_tokens and leave a truncated block.
 MAX_PARALLEL_CALLS = 8
@@ -162,10 +171,13 @@ def parse_tools(tools: list | None, tool_choice: Any, parallel_tool_calls: bool 
         raise invalid("'tools' must be a list of {\"type\": \"function\", \"function\": {...}} objects.")
     if not tools:
         raise invalid("'tools' must not be empty: leave it out when the model may call no tools.")
+    if len(tools) > MAX_TOOLS:
+        raise invalid(f"Invalid 'tools': at most {MAX_TOOLS} tools (got {len(tools)}).")
     parsed: list[Tool] = []
     index_of: dict[str, int] = {}
+    totals = new_totals()
     for i, entry in enumerate(tools):
-        tool = _parse_tool(entry, f"tools[{i}]")
+        tool = _parse_tool(entry, f"tools[{i}]", totals)
         if tool.name in index_of:
             raise invalid(
                 f"tools[{i}].function.name '{tool.name}' is already the name of tools[{index_of[tool.name]}]; "
@@ -222,7 +234,7 @@ def parse_response_format(response_format: dict | None) -> OutputFormat | None:
     return OutputFormat("json_schema", schema, name, _flag(spec.get("strict"), f"{where}.strict"))
 
 
-def _parse_tool(entry: Any, where: str) -> Tool:
+def _parse_tool(entry: Any, where: str, totals: dict[str, int]) -> Tool:
     shape = "{\"type\": \"function\", \"function\": {\"name\": ...}}"
     if not isinstance(entry, dict):
         raise invalid(f"{where} must be an object like {shape}.")
@@ -248,7 +260,7 @@ def _parse_tool(entry: Any, where: str) -> Tool:
     if parameters is None:
         parameters = copy.deepcopy(DEFAULT_PARAMETERS)
     else:
-        parameters = _check_schema(parameters, f"{where}.parameters")
+        parameters = _check_schema(parameters, f"{where}.parameters", totals)
         if parameters.get("type") != "object":
             raise invalid(
                 f"{where}.parameters must describe an object of named arguments: its 'type' must be "
@@ -282,16 +294,18 @@ def _parse_tool_choice(value: Any, names: list[str]) -> tuple[str, str | None]:
     return "function", name
 
 
-def _check_schema(schema: Any, where: str) -> dict:
-    """Return ``schema`` (a deep copy) if it is a valid 2020-12 JSON Schema with resolvable local refs."""
+def _check_schema(schema: Any, where: str, totals: dict[str, int] | None = None) -> dict:
+    """Return ``schema`` (a deep copy) if it is a valid 2020-12 JSON Schema with resolvable local
+    refs, within the limits of :mod:`endpoints.schema_limits` (``totals``: shared by a request's tools)."""
     if not isinstance(schema, dict):
         raise invalid(f"{where} must be a JSON Schema object; got {type(schema).__name__}.")
+    # Sizes, depth, $ref cycles and patterns first: nothing below may recurse into an unchecked schema.
+    check_limits(schema, where, totals)
     # jsonschema is imported with the first schema (~10 MiB a server that never sees one spares).
-    from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
     try:
-        Draft202012Validator.check_schema(schema)
+        check_schema(schema)  # the 2020-12 metaschema, with RE2 as its "regex" format
     except SchemaError as exc:
         at = _path(exc.path)
         raise invalid(f"{where} is not a valid JSON Schema: {exc.message}{f' (at {at})' if at else ''}.") from None
@@ -368,40 +382,95 @@ def _internal(message: str) -> ServingError:
     return ServingError(message, "INTERNAL_ERROR")
 
 
-def validate_output(text: str, fmt: OutputFormat) -> None:
-    """Check that ``text`` is what ``fmt`` asks for; raise ``ServingError(INTERNAL_ERROR)`` if not.
+def _unmet(message: str) -> ServingError:
+    """A 400: the answer breaks the schema the request gave, in a way the grammar could not rule out.
 
-    Call it only for output that ended with the model's end token, never for ``finish_reason``
-    ``"length"`` or a stop-sequence hit (see the module docstring). ``"text"`` accepts anything.
+    The request's schema asked for something this endpoint could not honour (a keyword its grammar
+    does not enforce, such as ``pattern``), which the README's rule makes a 400 naming the
+    parameter: the same request fails the same way at temperature 0, so it is no server fault.
+    """
+    return ServingError(message, "INVALID_PARAMETER_VALUE")
+
+
+RESPONSE_SCHEMA_FIELD = "response_format.json_schema.schema"
+
+
+def validate_output(text: str, fmt: OutputFormat) -> None:
+    """Check that ``text`` is what ``fmt`` asks for; raise a :class:`ServingError` if not.
+
+    An answer that is JSON but breaks the schema is a 400 (``INVALID_PARAMETER_VALUE``) naming
+    the schema, the path in the answer and the keywords the grammar did not enforce; output that
+    is not the JSON the grammar allows is a 500. Call it only for output that ended with the
+    model's end token, never for ``finish_reason`` ``"length"`` or a stop-sequence hit (see the
+    module docstring). ``"text"`` accepts anything.
     """
     if fmt.kind == "text":
         return
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise _internal(f"The model's answer is not valid JSON ({exc}), although {fmt.kind} was requested.") from None
+    value = _decode_answer(text, fmt.kind)
     if fmt.kind == "json_object":
         if not isinstance(value, dict):
             raise _internal(f"The model's answer is JSON but not an object ({type(value).__name__}).")
         return
     problem = _violation(value, fmt.schema or {})
     if problem:
-        raise _internal(f"The model's answer does not match the schema '{fmt.name}': {problem}.")
+        raise _unmet(
+            f"The model's answer does not match {RESPONSE_SCHEMA_FIELD} ('{fmt.name}'): {problem}."
+            f"{_gaps_note(fmt.schema or {})}"
+        )
+
+
+def _decode_answer(text: str, kind: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _unmet(_too_deep(f"The model's answer to {kind}")) from None
+    except ValueError as exc:
+        raise _internal(f"The model's answer is not valid JSON ({exc}), although {kind} was requested.") from None
+
+
+def _too_deep(what: str) -> str:
+    from .schema_limits import MAX_ANSWER_DEPTH
+
+    return (f"{what} nests deeper than {MAX_ANSWER_DEPTH} levels of objects and arrays and was not checked; "
+            "bound the nesting of the schema (e.g. no open recursion through $ref or untyped values).")
+
+
+def _gaps_note(schema: dict) -> str:
+    """A sentence naming the keywords the local grammar left to the check after generation."""
+    try:
+        gaps = [g for g in schema_gaps(schema) if not g.startswith("(")]
+    except Exception:  # noqa: BLE001 - only a hint; the error it decorates is what matters
+        return ""
+    if not gaps:
+        return ""
+    return (f" The local model's grammar does not enforce {', '.join(gaps)} (checked after generation): "
+            "loosen those keywords or try again.")
 
 
 def _violation(value: Any, schema: dict) -> str | None:
-    """A sentence naming how ``value`` breaks ``schema``, or ``None`` when it is valid."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
+    """A sentence naming how ``value`` breaks ``schema``, or ``None`` when it is valid.
 
+    The check runs in bounded time (RE2 patterns, a step budget: see ``endpoints.schema_limits``);
+    when it cannot finish, the sentence says so (never the text of an internal exception).
+    """
+    from .schema_limits import MAX_ANSWER_DEPTH, MAX_CHECK_STEPS
+
+    if answer_depth_exceeds(value):
+        return f"the answer nests deeper than {MAX_ANSWER_DEPTH} levels of objects and arrays, too deep to check"
     try:
-        error = best_match(Draft202012Validator(schema).iter_errors(value))
-    except Exception as exc:  # e.g. a reference jsonschema cannot resolve: report, never crash the worker
-        return f"the schema could not be applied ({exc})"
+        error = first_error(value, schema)
+    except CheckTooCostly:
+        return f"the answer could not be checked within {MAX_CHECK_STEPS} steps of the schema; simplify the schema"
+    except RecursionError:
+        return "the answer could not be checked: the schema nests too deeply once applied to it"
+    except Exception as exc:  # noqa: BLE001 - e.g. a reference jsonschema cannot resolve: never crash the worker
+        log.warning("Checking an answer against its schema failed: %s: %s", type(exc).__name__, exc)
+        return "the answer could not be checked against the schema"
     if error is None:
         return None
     at = _path(error.absolute_path)
-    return f"{error.message}{f' (at {at})' if at else ''}"
+    message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+    return f"{message}{f' (at {at})' if at else ''}"
 
 
 def parse_tool_output(text: str, plan: ToolPlan, *, truncated: bool = False) -> tuple[str, list[ToolCall]]:
@@ -440,11 +509,15 @@ def parse_tool_output(text: str, plan: ToolPlan, *, truncated: bool = False) -> 
             if not text.startswith(TOOL_CALL_CLOSE, pos):
                 raise ValueError(f"expected {TOOL_CALL_CLOSE} at character {pos}")
             pos = _skip_space(text, pos + len(TOOL_CALL_CLOSE))
+        except RecursionError:
+            if truncated:
+                return text[block_start:], calls
+            raise _unmet(_too_deep("The model's tool call")) from None
         except ValueError as exc:
             if truncated:
                 return text[block_start:], calls
             raise _internal(f"The model's tool-call output is malformed: {exc}.") from None
-        calls.append(_checked_call(call, allowed))
+        calls.append(_checked_call(call, allowed, plan))
         if len(calls) > 1 and not plan.parallel:
             raise _internal("The model made several tool calls although parallel_tool_calls is false.")
     return "", calls
@@ -456,7 +529,13 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _checked_call(call: Any, allowed: dict[str, Tool]) -> ToolCall:
+def _tool_field(tool: Tool, plan: ToolPlan) -> str:
+    """Where the request gave ``tool``'s schema: ``tools[i].function.parameters``."""
+    index = next((i for i, t in enumerate(plan.tools) if t.name == tool.name), None)
+    return f"tools[{index}].function.parameters" if index is not None else f"the parameters of '{tool.name}'"
+
+
+def _checked_call(call: Any, allowed: dict[str, Tool], plan: ToolPlan) -> ToolCall:
     if not isinstance(call, dict) or set(call) != {"name", "arguments"}:
         got = json.dumps(call)[:200]
         raise _internal(f"The model's tool call must be an object with 'name' and 'arguments'; got {got}.")
@@ -469,7 +548,10 @@ def _checked_call(call: Any, allowed: dict[str, Tool]) -> ToolCall:
         raise _internal(f"The model's arguments for '{name}' are not a JSON object.")
     problem = _violation(arguments, tool.parameters)
     if problem:
-        raise _internal(f"The model's arguments for '{name}' do not match its parameters: {problem}.")
+        raise _unmet(
+            f"The model's arguments for '{name}' do not match {_tool_field(tool, plan)}: {problem}."
+            f"{_gaps_note(tool.parameters)}"
+        )
     compact = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
     return ToolCall(id=f"call_{secrets.token_hex(12)}", name=name, arguments=compact)
 
@@ -598,6 +680,35 @@ class _Unexpressible(Exception):
     """A schema the grammar cannot express even loosely (e.g. ``false``): use the fallback grammar."""
 
 
+class _GrammarTooLarge(Exception):
+    """The grammar would pass ``MAX_GRAMMAR_BYTES`` (or its converter the work that bytes allow)."""
+
+    def __init__(self, size: int | None, tool: "Tool | None" = None) -> None:
+        super().__init__(size)
+        self.size, self.tool = size, tool
+
+
+# The largest grammar made for one request (GBNF text). The schemas of the tests take 1-6 KB; a
+# schema at every limit of endpoints.schema_limits at once could ask for more, and inlined $refs
+# (allOf, anyOf beside other keywords) can multiply a schema: the converter stops when the rules
+# it writes pass GRAMMAR_WORK_FACTOR times this or it adds MAX_RULE_CALLS rules (~1 s), so
+# building is bounded too.
+MAX_GRAMMAR_BYTES = 1024 * 1024
+GRAMMAR_WORK_FACTOR = 4
+MAX_RULE_CALLS = 500_000
+# Rule names grow with the path of property names; longer ones are shortened with a hash, so that
+# minItems (which repeats a rule name) costs the same whatever the names.
+MAX_RULE_NAME = 64
+
+
+def _too_large(field: str, size: int | None) -> ServingError:
+    would = f"would be {size} bytes, more than" if size else "would pass"
+    return invalid(
+        f"Invalid '{field}': the local model's grammar for this schema {would} its limit of "
+        f"{MAX_GRAMMAR_BYTES} bytes; use fewer properties, enum values or alternatives, or a smaller minItems."
+    )
+
+
 def grammar_is_valid(text: str) -> bool:
     """Whether llama.cpp accepts ``text`` as a grammar (it prints why not on stderr).
 
@@ -627,7 +738,7 @@ def response_grammar(fmt: OutputFormat) -> str | None:
     them, and ``minimum`` >= 0 (no sign) or >= 1 for integers (no zero).
 
     Not enforced (the grammar is looser there and :func:`validate_output` catches a violation,
-    a 500): ``pattern``, other ``minimum``/``maximum``/``exclusive*``, ``multipleOf`` (except within
+    a 400): ``pattern``, other ``minimum``/``maximum``/``exclusive*``, ``multipleOf`` (except within
     a small integer range), ``uniqueItems``, ``contains``, ``not``, ``if``/``then``/``else``,
     ``min``/``maxProperties``, ``dependent*``, ``patternProperties``, ``propertyNames``,
     ``unevaluated*``, other formats. A schema the converter cannot handle at all (``false`` where a
@@ -638,7 +749,10 @@ def response_grammar(fmt: OutputFormat) -> str | None:
         return None
     if fmt.kind == "json_object":
         return _json_fallback({"type": "object"})
-    return _schema_grammar(fmt.schema or {})
+    try:
+        return _schema_grammar(fmt.schema or {})
+    except _GrammarTooLarge as exc:
+        raise _too_large(RESPONSE_SCHEMA_FIELD, exc.size) from None
 
 
 def schema_gaps(schema: dict) -> list[str]:
@@ -665,7 +779,11 @@ def tool_grammar(plan: ToolPlan) -> str | None:
     tools = plan.callable_tools
     if not tools:
         return None
-    text = _tool_grammar(plan, tools, loose=False)
+    try:
+        text = _tool_grammar(plan, tools, loose=False)
+    except _GrammarTooLarge as exc:
+        field = "tools" if exc.tool is None else _tool_field(exc.tool, plan)
+        raise _too_large(field, exc.size) from None
     if grammar_is_valid(text):
         return text
     # Not expected; but a grammar llama.cpp rejects must never reach generation (it would crash).
@@ -683,7 +801,13 @@ def _tool_grammar(plan: ToolPlan, tools: tuple[Tool, ...], loose: bool) -> str:
         if loose:
             args = converter.any_object()
         else:
-            args = converter.convert_or_any_object(tool.parameters, f"{tool.name}-arguments", f"tool{i}")
+            before = converter.written
+            try:
+                args = converter.convert_or_any_object(tool.parameters, f"{tool.name}-arguments", f"tool{i}")
+            except _GrammarTooLarge as exc:
+                raise _GrammarTooLarge(exc.size, tool) from None
+            if converter.written - before > MAX_GRAMMAR_BYTES:
+                raise _GrammarTooLarge(None, tool)
         head = converter._format_literal(f'"{tool.name}"')
         key = converter._format_literal('"arguments"')
         rule = f'{head} space "," space {key} space ":" space {args}'
@@ -700,7 +824,13 @@ def _tool_grammar(plan: ToolPlan, tools: tuple[Tool, ...], loose: bool) -> str:
         converter._rules["root"] = f"{block} | {converter._add_rule('free-text', _free_text_rule(TOOL_CALL_OPEN))}"
     else:
         converter._rules["root"] = block
-    return converter.format_grammar()
+    return _sized(converter.format_grammar(), None)
+
+
+def _sized(text: str, tool: Tool | None = None) -> str:
+    if len(text.encode("utf-8")) > MAX_GRAMMAR_BYTES:
+        raise _GrammarTooLarge(len(text.encode("utf-8")), tool)
+    return text
 
 
 def _repeat_optional(item: str, times: int) -> str:
@@ -740,12 +870,14 @@ def _schema_grammar(schema: dict) -> str:
     converter = _converter_type()()
     try:
         converter.convert(schema, "")
-        text = converter.format_grammar()
+        text = _sized(converter.format_grammar())
         if converter.gaps:
             log.debug("Response grammar does not enforce %s.", ", ".join(sorted(converter.gaps)))
         if grammar_is_valid(text):
             return text
         log.warning("The grammar made for a response schema was rejected by llama.cpp; using a looser one.")
+    except _GrammarTooLarge:
+        raise
     except Exception as exc:  # the converter asserts or raises on what it cannot express
         log.info("A response schema falls back to a looser grammar (%s: %s).", type(exc).__name__, exc)
     return _json_fallback(schema)
@@ -784,7 +916,9 @@ _FORMATS = frozenset({"date", "time", "date-time", "uuid", "uuid1", "uuid2", "uu
 @functools.cache
 def _converter_type() -> type:
     """The converter class, built on first use so that importing this module does not load llama.cpp."""
-    from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule, SchemaConverter, _build_repetition
+    from llama_cpp.llama_grammar import (
+        INVALID_RULE_CHARS_RE, PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule, SchemaConverter, _build_repetition,
+    )
 
     json_char = BuiltinRule(_JSON_CHAR, [])
 
@@ -794,6 +928,20 @@ def _converter_type() -> type:
         def __init__(self) -> None:
             super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
             self.gaps: set[str] = set()
+            # The converter's work: bytes of the rules it wrote (a rule rewritten under another
+            # name counts again) and rules it added (llama-cpp-python re-adds a rule per optional
+            # property once per optional property before it: quadratic in their number).
+            self.written = 0
+            self.calls = 0
+
+        def _add_rule(self, name: str, rule: str) -> str:
+            name = INVALID_RULE_CHARS_RE.sub("-", _short_name(name))
+            self.calls += 1
+            if self._rules.get(name) != rule:  # a new rule (the library re-adds many unchanged)
+                self.written += len(name) + len(rule)
+            if self.written > MAX_GRAMMAR_BYTES * GRAMMAR_WORK_FACTOR or self.calls > MAX_RULE_CALLS:
+                raise _GrammarTooLarge(None)
+            return super()._add_rule(name, rule)
 
         def convert(self, schema: dict, name: str, url: str = "schema") -> str:
             """Add the rules for ``schema`` (not modified) and return its rule; ``""`` names it root."""
@@ -808,6 +956,8 @@ def _converter_type() -> type:
             saved = dict(self._rules)
             try:
                 return self.convert(schema, name, url)
+            except _GrammarTooLarge:
+                raise
             except Exception as exc:  # the converter asserts or raises on what it cannot express
                 log.info("Arguments %s fall back to any JSON object (%s: %s).", name, type(exc).__name__, exc)
                 # A failed conversion can leave rules that name rules never added: llama.cpp
@@ -846,6 +996,7 @@ def _converter_type() -> type:
             return name + "-" if name in RESERVED_NAMES else name or "root"
 
         def visit(self, schema: Any, name: str) -> str:
+            name = _short_name(name)
             if schema is True:
                 schema = {}
             if not isinstance(schema, dict):
@@ -985,6 +1136,15 @@ def _converter_type() -> type:
             return self._add_rule(self._named(name), body)
 
     return Converter
+
+
+def _short_name(name: str) -> str:
+    """``name``, or its start and a hash of it when longer than ``MAX_RULE_NAME``."""
+    if len(name) <= MAX_RULE_NAME:
+        return name
+    import hashlib
+
+    return name[: MAX_RULE_NAME - 13] + "-" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
 
 
 def _integer_bounds(s: dict) -> tuple[int | None, int | None]:

@@ -607,10 +607,10 @@ def test_it_fails_on_a_call_to_a_tool_the_model_may_not_call():
     assert "'get_weather', which is not a tool it may call here ('get_time')" in err.message
 
 
-def test_it_fails_on_arguments_that_break_the_tools_schema():
+def test_arguments_that_break_the_tools_schema_are_a_400_naming_the_tool_field():
     output = call_line("get_weather", {"city": "Rome", "unit": "kelvin"})
-    err = internal_error_of(parse_tool_output, output, parse_tools(TOOLS, "auto", True))
-    assert "arguments for 'get_weather' do not match its parameters: 'kelvin' is not one of" in err.message
+    err = error_of(lambda: parse_tool_output(output, parse_tools(TOOLS, "auto", True)))
+    assert "arguments for 'get_weather' do not match tools[0].function.parameters: 'kelvin' is not one of" in err.message
     assert "(at unit)" in err.message
 
 
@@ -641,8 +641,12 @@ def test_it_validates_json_output_and_explains_failures():
     assert "not an object (list)" in internal_error_of(validate_output, "[1]", json_object).message
     fmt = schema_format(CASES[1][2], "place")
     validate_output('{"landmark": "Louvre", "location": {"city": "Paris", "country": "France"}}', fmt)
-    err = internal_error_of(validate_output, '{"landmark": "Louvre", "location": {"city": "Paris"}}', fmt)
-    assert err.message == "The model's answer does not match the schema 'place': 'country' is a required property (at location)."
+    # Valid JSON that breaks the schema: the request asked for what the endpoint could not honour (400).
+    err = error_of(validate_output, '{"landmark": "Louvre", "location": {"city": "Paris"}}', fmt)
+    assert err.message == (
+        "The model's answer does not match response_format.json_schema.schema ('place'): "
+        "'country' is a required property (at location)."
+    )
 
 
 # --- the real model under these grammars ---------------------------------------------------------
