@@ -20,6 +20,7 @@ from . import images, registry
 from .errors import ServingError, invalid
 from .events import Embeddings, Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from .images import PreparedImage
+from .logtext import escape
 from .providers import get_provider
 from .providers.base import EntitySpec, Provider
 from .registry import Endpoint
@@ -119,13 +120,14 @@ class Query:
         return dataclasses.replace(usage, prompt_tokens=usage.prompt_tokens + self.image_tokens)
 
     def log(self, prompt_tokens: int, completion_tokens: int, error: str = "") -> None:
+        """One line per query; text from the request is escaped (endpoints/logtext.py)."""
         request = self.request
         log.info(
             "endpoint=%s entity=%s task=%s stream=%s prompt_tokens=%d completion_tokens=%d ms=%.1f%s%s",
-            self.endpoint.name, self.entity.name, self.task, self.streaming, prompt_tokens, completion_tokens,
-            (time.perf_counter() - self.started) * 1000,
-            f" client_request_id={request.client_request_id}" if request.client_request_id else "",
-            f" error={error}" if error else "",
+            escape(self.endpoint.name), escape(self.entity.name), self.task, self.streaming, prompt_tokens,
+            completion_tokens, (time.perf_counter() - self.started) * 1000,
+            f" client_request_id={escape(request.client_request_id)}" if request.client_request_id else "",
+            f" error={escape(error)}" if error else "",
         )
 
 

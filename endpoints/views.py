@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import registry, service, wire
 from .auth import authenticate
 from .errors import ServingError, invalid, not_found
+from .logtext import escape
 from .schemas import CHAT, COMPLETIONS, EMBEDDINGS
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def error_response(exc: ServingError) -> HttpResponse:
 
 def internal_error(request: HttpRequest) -> HttpResponse:
     ref = uuid.uuid4().hex[:12]
-    log.exception("Internal error %s on %s %s", ref, request.method, request.path)
+    log.exception("Internal error %s on %s %s", ref, escape(request.method), escape(request.path))
     return error_response(ServingError(f"Internal error (reference {ref}); the server log has the details.", "INTERNAL_ERROR"))
 
 
@@ -73,9 +74,21 @@ def api(*methods: str, auth: bool = True) -> Callable[[View], View]:
     return decorate
 
 
+def too_large_message(limit: int) -> str:
+    size = next((f" ({limit / scale:.3g} {unit})" for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+                 if limit >= scale), "")
+    return f"The request body is larger than the limit of {limit} bytes{size}."
+
+
+def too_large(limit: int) -> ServingError:
+    """413: the server edge (playground/edge.py) refuses such bodies before reading them; this is
+    the same answer for a body that reached a view some other way."""
+    return ServingError(too_large_message(limit), "BAD_REQUEST", status=413)
+
+
 def read_json(request: HttpRequest) -> Any:
     limit = settings.MAX_REQUEST_BYTES
-    too_big = invalid(f"The request body is larger than the limit of {limit} bytes ({limit // (1024 * 1024)} MiB).")
+    too_big = too_large(limit)
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
             raise too_big

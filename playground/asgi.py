@@ -12,6 +12,8 @@
   ``endpoints.auth`` and ``endpoints.registry``). Measured with ``bench/gateway_cost.py``.
 - Everything else (the admin, the pages, their static files) goes through Django with its full
   middleware; ``/static/`` is answered before it.
+- Before any of them, the edge (playground/edge.py) bounds request bodies and checks an API
+  request's token, or a page's session, before a large body is read.
 """
 import asyncio
 import gc
@@ -26,7 +28,6 @@ from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core import signals  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
@@ -104,12 +105,14 @@ class APIHandler(ASGIHandler):
 
 
 from endpoints.views import API_PREFIXES  # noqa: E402
+from playground.edge import BodyLimit, StaticFiles, install_daphne_guard  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 api_asgi_app = APIHandler()
 # The pages' few small assets (CSS, JS, the vendored htmx) straight from the app and project
 # static folders: daphne serves no files, and a self-hosted tool should need no proxy for them.
-pages_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
+# Any path outside the static roots is a 404 (playground/edge.py).
+pages_asgi_app = StaticFiles(django_asgi_app)
 
 
 async def http_app(scope, receive, send) -> None:
@@ -117,9 +120,16 @@ async def http_app(scope, receive, send) -> None:
     await app(scope, receive, send)
 
 
+# Request bodies are bounded before they are read, and an API request's token (a page's session)
+# is checked before a large body is (playground/edge.py): in daphne's own request object, which
+# otherwise receives the whole body to a temporary file before the application runs, and in the
+# ASGI chain for any server that streams bodies.
+install_daphne_guard()
+
+
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": BodyLimit(http_app),
         # Signed-in sessions only (the consumer closes anonymous sockets with 4401), and only from
         # pages served by an ALLOWED_HOSTS origin: a foreign page cannot ride the user's cookie.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

@@ -143,7 +143,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Messages are written on one line: control characters from requests are escaped (endpoints/logtext.py).
+    "formatters": {"plain": {"class": "endpoints.logtext.OneLineFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     # httpx logs every upstream URL at INFO: costly per request, and URLs may carry credentials.
@@ -155,9 +157,14 @@ LOGGING = {
 ENDPOINTS_FILE = Path(env("FONDASI_ENDPOINTS_FILE", str(BASE_DIR / "endpoints.yaml")))
 # Apply the file when a process first reads the registry and whenever the file changes after.
 ENDPOINTS_AUTO_LOAD = envbool("FONDASI_ENDPOINTS_AUTO_LOAD", True)
-# Largest request body the APIs accept (images arrive base64-encoded inside JSON).
-MAX_REQUEST_BYTES = envint("FONDASI_MAX_REQUEST_BYTES", 16 * 1024 * 1024)
+# Largest request body a valid token (the APIs) or a signed-in session (the pages) may send; the
+# server refuses more (413) before reading it (playground/edge.py). 32 MiB holds one image at the
+# 20 MiB cap of uploads and fetches, base64-encoded inside JSON (26.7 MiB).
+MAX_REQUEST_BYTES = envint("FONDASI_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+# Largest body of a request without credentials (sign-in, the OAuth token endpoint, a page without
+# a session): enough for any form they take; a token or session is checked before more is read.
+MAX_ANONYMOUS_REQUEST_BYTES = envint("FONDASI_MAX_ANONYMOUS_REQUEST_BYTES", 64 * 1024)
 # Requests that may wait for a busy local model; one more gets 429 with Retry-After.
 LOCAL_MODEL_QUEUE_SIZE = envint("FONDASI_LOCAL_QUEUE_SIZE", 8)
 LOCAL_LLM_CONTEXT = envint("FONDASI_LOCAL_CONTEXT", 2048)

@@ -189,11 +189,11 @@ async def test_an_empty_body_is_400(client):
     assert_error(await post(client, CHAT_URL, ""), 400, "INVALID_PARAMETER_VALUE", "empty")
 
 
-async def test_a_body_over_the_limit_is_400_and_states_the_limit(client, settings):
+async def test_a_body_over_the_limit_is_413_and_states_the_limit(client, settings):
     settings.MAX_REQUEST_BYTES = 1000
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     big = {**HELLO, "messages": [{"role": "user", "content": "x" * 5000}]}
-    assert_error(await post(client, CHAT_URL, big), 400, "INVALID_PARAMETER_VALUE", "1000 bytes")
+    assert_error(await post(client, CHAT_URL, big), 413, "BAD_REQUEST", "1000 bytes")
 
 
 async def test_wrong_types_and_ranges_are_400_naming_the_field(client):
