@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin
 
 from . import admin_identities  # noqa: F401 - registers ServicePrincipalAdmin
+from . import admin_secrets  # registers SecretScopeACLAdmin; scope permissions for SecretAdmin
 from . import registry, secrets
 from .config import check_entity
 from .errors import ServingError
@@ -66,7 +67,11 @@ class ServedEntityForm(forms.ModelForm):
         endpoint = getattr(self.instance, "endpoint", None) if self.instance.endpoint_id else None
         task = self.data.get("task") or (endpoint.task if endpoint else None)
         if task and data.get("provider") and data.get("model"):
-            problem = check_entity(task, {k: data.get(k) for k in ("name", "provider", "model", "config")})
+            row = {k: data.get(k) for k in ("name", "provider", "model", "config")}
+            try:  # as the signed-in user: READ on each secret's scope, the upstream address policy
+                problem = check_entity(task, row, user=getattr(self, "acting_user", None))
+            except ServingError as exc:
+                problem = exc.message
             if problem:
                 raise forms.ValidationError(problem)
         return data
@@ -77,6 +82,11 @@ class ServedEntityInline(admin.StackedInline):
     form = ServedEntityForm
     extra = 0
     min_num = 1
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # Each entity's config is checked as the signed-in user saves it (ServedEntityForm.clean).
+        kwargs["form"] = admin_secrets.with_user(kwargs.get("form", self.form), request.user)
+        return super().get_formset(request, obj, **kwargs)
 
 
 class ExampleInputInline(admin.StackedInline):
@@ -170,7 +180,7 @@ class SecretForm(forms.ModelForm):
 
 
 @admin.register(Secret)
-class SecretAdmin(admin.ModelAdmin):
+class SecretAdmin(admin_secrets.SecretScopeAccess, admin.ModelAdmin):
     """Secrets referenced from provider configs as ``{{secrets/<scope>/<key>}}``."""
 
     form = SecretForm

@@ -2,6 +2,13 @@
 
 The same declaration model serves the YAML file and the management API's create/update bodies
 (:mod:`endpoints.management_api`).
+
+Who saves a config is checked too (:func:`check_entity`): each ``{{secrets/scope/key}}`` needs
+``READ`` on its scope, and only a superuser may point at non-public upstream addresses
+(:mod:`endpoints.upstream_policy`). The endpoints file is applied as its owner
+(:func:`file_owner`): the user ``ENDPOINTS_FILE_OWNER`` names, or by default the server's operator
+(:data:`endpoints.secrets.OPERATOR`, with every permission) — whoever can write the file on the
+server can read the secrets key and the database beside it anyway.
 :func:`load_file` raises :class:`ConfigError` naming the file, the line and the problem; nothing
 is changed in the registry then, so the last good configuration keeps serving.
 """
@@ -227,8 +234,31 @@ def field_problem(err: dict) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
-    """Parse and validate a YAML document; ConfigError on the first problem."""
+def file_owner(path: str = "<endpoints>") -> Any:
+    """Who the endpoints file is applied as: the active user ``ENDPOINTS_FILE_OWNER`` names, or
+    :data:`endpoints.secrets.OPERATOR` when it names none. ConfigError when that user does not exist."""
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+
+    from . import secrets
+
+    name = getattr(settings, "ENDPOINTS_FILE_OWNER", "")
+    if not name:
+        return secrets.OPERATOR
+    owner = get_user_model().objects.filter(username=name, is_active=True).first()
+    if owner is None:
+        raise ConfigError(
+            path, None, f"FONDASI_ENDPOINTS_FILE_OWNER names user '{name}', who does not exist or is not active: "
+            "the file is applied as that user. Create the user, or unset the setting to apply it as the operator."
+        )
+    return owner
+
+
+def parse_text(text: str, path: str = "<endpoints>", owner: Any = None) -> list[EndpointDecl]:
+    """Parse and validate a YAML document; ConfigError on the first problem.
+
+    Configs are checked as ``owner`` would save them (default: :func:`file_owner`).
+    """
     try:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -245,9 +275,14 @@ def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         raise ConfigError(path, _line_of(data, err["loc"]), field_problem(err)) from None
+    if owner is None and any(e.external_model for ep in decl.endpoints for e in ep.served_entities):
+        owner = file_owner(path)
     for index, ep in enumerate(decl.endpoints):
         for e_index, entity in enumerate(ep.served_entities):
-            problem = check_entity(ep.task, entity.row())
+            try:
+                problem = check_entity(ep.task, entity.row(), user=owner)
+            except ServingError as exc:  # a permission the file's owner lacks
+                problem = exc.message
             if problem:
                 line = _line_of(data, ("endpoints", index, "served_entities", e_index))
                 raise ConfigError(path, line, f"endpoint '{ep.name}': {problem}")
@@ -262,19 +297,35 @@ def parse_text(text: str, path: str = "<endpoints>") -> list[EndpointDecl]:
     return decl.endpoints
 
 
-def check_entity(task: str, row: dict[str, Any]) -> str | None:
-    """Why a served entity cannot serve ``task``, or None when it can.
+def check_entity(task: str, row: dict[str, Any], *, user: Any) -> str | None:
+    """Why a served entity cannot serve ``task``, or None when it can — saved by ``user`` (a Django
+    user, or :data:`endpoints.secrets.OPERATOR`).
 
+    ``user`` needs ``READ`` on the scope of every secret the config refers to, and may point only
+    where :mod:`endpoints.upstream_policy` lets them: else :class:`ServingError` is raised (403
+    ``PERMISSION_DENIED`` naming the scope or the field; 400 for a host that cannot be resolved).
     The provider checks the config as it will receive it: secret references resolved and
     ``<field>_plaintext`` renamed (:func:`endpoints.secrets.declared`). A secret that does not
     exist yet is allowed, with a warning in the log: queries fail until it is put.
     """
-    from . import secrets
+    from . import secrets, upstream_policy
     from .providers import provider_class
     from .providers.base import EntitySpec
 
+    where = f"served entity '{row['name']}'"
+    written = row.get("config") or {}
     try:
-        config = secrets.declared(row.get("config") or {}, f"served entity '{row['name']}'")
+        # Before any secret is read: no one learns whether a secret exists without READ.
+        secrets.require_references(written, user, where)
+    except secrets.PermissionDenied as exc:
+        raise ServingError(exc.message, "PERMISSION_DENIED") from None
+    try:
+        config = secrets.declared(written, where)
+    except secrets.SecretsError as exc:
+        return exc.message
+    if row.get("provider") != "local":
+        upstream_policy.check(config, user, written)
+    try:
         provider = provider_class(row["provider"])(EntitySpec(task=task, **{**row, "config": config}))
         tasks = provider.tasks
     except (ServingError, secrets.SecretsError) as exc:

@@ -373,6 +373,7 @@ def declaration(
     tags: list[dict[str, str]] | None = None,
     asked_task: str | None = None,
     current_task: str | None = None,
+    user: Any,
 ) -> EndpointDecl:
     """The endpoint declaration a create or config-update body makes; ServingError(400) naming the field.
 
@@ -391,7 +392,7 @@ def declaration(
         if entity.external_model is not None:
             key = next(iter(entity.external_model.model_extra or {}), "config")
             _refuse_masks(row["config"], f"{where}.{i}.external_model.{key}")
-        problem = check_entity(task, row)
+        problem = check_entity(task, row, user=user)  # 403 without READ on a secret's scope, or an upstream it may not use
         if problem:
             raise invalid(f"{where}.{i}: {problem}")
     try:
@@ -602,6 +603,7 @@ def create_endpoint(principal: Principal, body: Any) -> dict[str, Any]:
     decl = declaration(
         request.name, request.config, field="config.", description=request.description or "",
         tags=[t.model_dump(exclude_none=True) for t in request.tags], asked_task=request.task,
+        user=get_user_model().objects.filter(pk=principal.user_id).first(),
     )
     endpoint = ServingEndpoint(
         name=decl.name,
@@ -636,7 +638,7 @@ def update_config(principal: Principal, name: str, body: Any) -> dict[str, Any]:
         bound({"config": body}, {"config": ""})
         decl = declaration(
             name, parse(CoreConfig, body), field="", description=endpoint.description, tags=endpoint.tags,
-            current_task=endpoint.task,
+            current_task=endpoint.task, user=get_user_model().objects.filter(pk=principal.user_id).first(),
         )
         save_endpoint(decl, endpoint.source, endpoint=endpoint)
     return _changed(endpoint)

@@ -181,3 +181,57 @@ class ServicePrincipal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user.get_username()} ({self.client_id})"
+
+
+class SecretScopeACL(models.Model):
+    """Who may do what with the secrets of a scope: Databricks' secret ACLs.
+
+    One row gives one principal — a user or a group, never both — ``READ``, ``WRITE`` or
+    ``MANAGE`` on ``scope``; each level includes the ones before it. ``READ`` lets a principal
+    list the scope's keys and refer to its secrets in an endpoint's provider config; ``WRITE``
+    also puts and deletes its secrets; ``MANAGE`` also grants and revokes these ACLs. Superusers
+    have ``MANAGE`` on every scope; the user who creates a scope gets ``MANAGE`` on it. See
+    :mod:`endpoints.secrets`.
+    """
+
+    class Permission(models.TextChoices):
+        READ = "READ", "READ"
+        WRITE = "WRITE", "WRITE"
+        MANAGE = "MANAGE", "MANAGE"
+
+    scope = models.CharField(max_length=100, validators=[RegexValidator(r"^[A-Za-z0-9_.-]+$")])
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="secret_acls", on_delete=models.CASCADE
+    )
+    group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, related_name="secret_acls", on_delete=models.CASCADE
+    )
+    permission = models.CharField(max_length=8, choices=Permission.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["scope", "group__name", "user__username"]
+        verbose_name = "secret scope ACL"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True)
+                | models.Q(user__isnull=True, group__isnull=False),
+                name="secret_acl_user_or_group",
+                violation_error_message="An ACL is for a user or for a group: give exactly one.",
+            ),
+            models.UniqueConstraint(
+                fields=["scope", "user"], condition=models.Q(user__isnull=False), name="unique_secret_acl_per_user",
+                violation_error_message="This user already has an ACL on this scope: change that one.",
+            ),
+            models.UniqueConstraint(
+                fields=["scope", "group"], condition=models.Q(group__isnull=False), name="unique_secret_acl_per_group",
+                violation_error_message="This group already has an ACL on this scope: change that one.",
+            ),
+        ]
+
+    @property
+    def principal(self) -> str:
+        return f"group '{self.group.name}'" if self.group_id else f"user '{self.user.get_username()}'"
+
+    def __str__(self) -> str:
+        return f"{self.permission} on scope '{self.scope}' for {self.principal}"

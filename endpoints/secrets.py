@@ -23,6 +23,16 @@ depth: ``{"openai_api_key": "{{secrets/openai/key}}"}`` becomes ``{"openai_api_k
 putting a secret again takes effect within ``REGISTRY_TTL_SECONDS`` everywhere, and at once in
 the process that put it.
 
+**Permissions.** Like Databricks' secret ACLs, a scope grants users and groups ``READ`` (list
+its keys, refer to its secrets in an endpoint's provider config), ``WRITE`` (also put and delete
+its secrets) or ``MANAGE`` (also grant and revoke; :class:`~endpoints.models.SecretScopeACL`).
+Superusers have ``MANAGE`` on every scope, and so has :data:`OPERATOR` — whoever runs
+``manage.py`` on the server, who can read the secrets key anyway. The user who creates a scope (puts
+its first secret) gets ``MANAGE`` on it. :func:`require_references` is the check every surface
+that saves a provider config makes (the management API, the endpoints file as its owner, the
+admin): each reference needs ``READ`` on its scope, else :class:`PermissionDenied` names the
+scope, the permission and how to grant it.
+
 **Masking.** :func:`mask` is how a config is shown: references as written, credentials as
 ``••••`` plus at most their last 4 characters (see :func:`is_credential` for which fields are
 credentials). No value reaches a log line, an error message or a repr.
@@ -69,6 +79,14 @@ class MissingSecret(SecretsError):
     """The secret does not exist."""
 
 
+class PermissionDenied(SecretsError):
+    """The acting user lacks a permission on a scope (a 403 wherever it reaches an API)."""
+
+    def __init__(self, message: str, scope: str, needed: str) -> None:
+        super().__init__(message)
+        self.scope, self.needed = scope, needed
+
+
 @dataclass(frozen=True)
 class SecretInfo:
     """What may be shown about a stored secret."""
@@ -93,14 +111,30 @@ def put_command(scope: str, key: str) -> str:
 # --- the store -----------------------------------------------------------------------------
 
 
-def put(scope: str, key: str, value: str) -> bool:
-    """Store ``value`` under ``scope``/``key``, replacing any value there; True when it is new."""
-    from . import registry
-    from .models import Secret
+def put(scope: str, key: str, value: str, user: Any = None) -> bool:
+    """Store ``value`` under ``scope``/``key``, replacing any value there; True when it is new.
 
+    ``user`` (default :data:`OPERATOR`) needs ``WRITE`` on an existing scope; a user who creates
+    the scope gets ``MANAGE`` on it.
+    """
+    from django.db import transaction
+
+    from . import registry
+    from .models import Secret, SecretScopeACL
+
+    user = OPERATOR if user is None else user
     check_name("scope", scope)
     check_name("key", key)
-    _, created = Secret.objects.update_or_create(scope=scope, key=key, defaults={"ciphertext": encrypt(value)})
+    ciphertext = encrypt(value)
+    with transaction.atomic():
+        new_scope = not scope_exists(scope)
+        if new_scope:
+            _require_active(user, f"creating secret scope '{scope}'")
+        else:
+            require(user, scope, WRITE, f"putting {reference(scope, key)}")
+        _, created = Secret.objects.update_or_create(scope=scope, key=key, defaults={"ciphertext": ciphertext})
+        if new_scope and user is not OPERATOR:
+            SecretScopeACL.objects.get_or_create(scope=scope, user=user, defaults={"permission": MANAGE})
     registry.invalidate()
     return created
 
@@ -116,24 +150,30 @@ def get(scope: str, key: str) -> str:
     return _decrypt(scope, key, bytes(token))
 
 
-def delete(scope: str, key: str) -> None:
-    """Remove a secret; :class:`MissingSecret` when there is none."""
+def delete(scope: str, key: str, user: Any = None) -> None:
+    """Remove a secret; :class:`MissingSecret` when there is none. ``user`` (default
+    :data:`OPERATOR`) needs ``WRITE`` on the scope."""
     from . import registry
     from .models import Secret
 
+    require(OPERATOR if user is None else user, scope, WRITE, f"deleting {reference(scope, key)}")
     deleted, _ = Secret.objects.filter(scope=scope, key=key).delete()
     if not deleted:
         raise MissingSecret(f"Secret {reference(scope, key)} does not exist.")
     registry.invalidate()
 
 
-def list_secrets(scope: str | None = None) -> list[SecretInfo]:
-    """Every stored secret (of ``scope``), by scope and key: names and dates, never values."""
+def list_secrets(scope: str | None = None, user: Any = None) -> list[SecretInfo]:
+    """Every stored secret (of ``scope``) that ``user`` (default :data:`OPERATOR`) may read, by
+    scope and key: names and dates, never values."""
     from .models import Secret
 
     rows = Secret.objects.order_by("scope", "key")
     if scope is not None:
         rows = rows.filter(scope=scope)
+    readable = readable_scopes(OPERATOR if user is None else user)
+    if readable is not None:
+        rows = rows.filter(scope__in=readable)
     return [SecretInfo(*row) for row in rows.values_list("scope", "key", "updated_at")]
 
 
@@ -243,6 +283,167 @@ def _create_key_file(path: Path) -> None:
     log.warning("Created the secrets key file %s: back it up with the database.", path)
 
 
+# --- scope permissions (Databricks' secret ACLs) -------------------------------------------
+
+READ, WRITE, MANAGE = "READ", "WRITE", "MANAGE"
+#: each level includes the ones before it
+LEVELS = (READ, WRITE, MANAGE)
+
+
+class _Operator:
+    """Whoever runs ``manage.py`` on the server (and applies the endpoints file unless
+    ``ENDPOINTS_FILE_OWNER`` names a user): they can read the secrets key and the database, so
+    they have every permission."""
+
+    is_superuser = True
+    is_active = True
+    pk = None
+
+    def get_username(self) -> str:
+        return "the server's operator"
+
+    def __repr__(self) -> str:
+        return "OPERATOR"
+
+
+OPERATOR: Any = _Operator()
+
+
+@dataclass(frozen=True)
+class ACLInfo:
+    """One grant, as :func:`acl_list` shows it."""
+
+    scope: str
+    kind: str  # "user" or "group"
+    principal: str
+    permission: str
+
+
+def is_superuser(user: Any) -> bool:
+    """Whether ``user`` has every permission: :data:`OPERATOR` or an active superuser."""
+    return user is OPERATOR or bool(
+        user is not None and getattr(user, "is_active", False) and getattr(user, "is_superuser", False)
+    )
+
+
+def permission(user: Any, scope: str) -> str | None:
+    """The highest permission ``user`` has on ``scope`` (its own ACL or one of its groups'), or None."""
+    from django.db.models import Q
+
+    from .models import SecretScopeACL
+
+    if is_superuser(user):
+        return MANAGE
+    if user is None or not getattr(user, "is_active", False) or getattr(user, "pk", None) is None:
+        return None  # anonymous, inactive
+    granted = SecretScopeACL.objects.filter(Q(user_id=user.pk) | Q(group__user=user.pk), scope=scope)
+    return max(granted.values_list("permission", flat=True), key=LEVELS.index, default=None)
+
+
+def has_permission(user: Any, scope: str, needed: str) -> bool:
+    have = permission(user, scope)
+    return have is not None and LEVELS.index(have) >= LEVELS.index(needed)
+
+
+def require(user: Any, scope: str, needed: str, doing: str) -> None:
+    """:class:`PermissionDenied` unless ``user`` has ``needed`` on ``scope``; the message says
+    what ``doing`` needed and how to grant it."""
+    if has_permission(user, scope, needed):
+        return
+    name = user.get_username() if user is not None and hasattr(user, "get_username") else ""
+    who = f"user '{name}'" if name else "an anonymous user"
+    have = permission(user, scope)
+    grant = f"python manage.py secrets acl put {scope} {needed} --user {name or 'NAME'}"
+    raise PermissionDenied(
+        f"{doing[:1].upper()}{doing[1:]} takes {needed} permission on secret scope '{scope}', and {who} has "
+        f"{have + ' only' if have else 'none'}. A user with MANAGE on the scope (or a superuser) can grant it: "
+        f"`{grant}`, or in the admin under Secret scope ACLs.",
+        scope,
+        needed,
+    )
+
+
+def _require_active(user: Any, doing: str) -> None:
+    if not is_superuser(user) and (user is None or not getattr(user, "is_active", False) or getattr(user, "pk", None) is None):
+        raise PermissionDenied(f"{doing[:1].upper()}{doing[1:]} takes a signed-in, active user.", "", WRITE)
+
+
+def scope_exists(scope: str) -> bool:
+    """Whether ``scope`` holds a secret or an ACL (scopes have no row of their own)."""
+    from .models import Secret, SecretScopeACL
+
+    return Secret.objects.filter(scope=scope).exists() or SecretScopeACL.objects.filter(scope=scope).exists()
+
+
+def scopes_with(user: Any, needed: str) -> set[str] | None:
+    """The scopes on which ``user`` has ``needed`` (or more); None for all of them (a superuser)."""
+    from django.db.models import Q
+
+    from .models import SecretScopeACL
+
+    if is_superuser(user):
+        return None
+    if user is None or not getattr(user, "is_active", False) or getattr(user, "pk", None) is None:
+        return set()
+    rows = SecretScopeACL.objects.filter(Q(user_id=user.pk) | Q(group__user=user.pk))
+    return set(rows.filter(permission__in=LEVELS[LEVELS.index(needed):]).values_list("scope", flat=True))
+
+
+def readable_scopes(user: Any) -> set[str] | None:
+    """The scopes ``user`` may read (list and refer to); None for all of them (a superuser)."""
+    return scopes_with(user, READ)
+
+
+def acl_put(scope: str, level: str, *, user: Any = None, group: Any = None, acting: Any = None) -> bool:
+    """Give ``user`` or ``group`` ``level`` on ``scope``, replacing what it had; True when new.
+    ``acting`` (default :data:`OPERATOR`) needs ``MANAGE`` on the scope."""
+    from .models import SecretScopeACL
+
+    check_name("scope", scope)
+    if level not in LEVELS:
+        raise SecretsError(f"A permission is one of {', '.join(LEVELS)}; got {level!r}.")
+    if (user is None) == (group is None):
+        raise SecretsError("Give a user or a group, one of them.")
+    require(OPERATOR if acting is None else acting, scope, MANAGE, f"changing the ACLs of secret scope '{scope}'")
+    _, created = SecretScopeACL.objects.update_or_create(
+        scope=scope, user=user, group=group, defaults={"permission": level}
+    )
+    return created
+
+
+def acl_delete(scope: str, *, user: Any = None, group: Any = None, acting: Any = None) -> None:
+    """Take back what ``user`` or ``group`` had on ``scope``; :class:`SecretsError` when it had
+    nothing. ``acting`` (default :data:`OPERATOR`) needs ``MANAGE`` on the scope."""
+    from .models import SecretScopeACL
+
+    if (user is None) == (group is None):
+        raise SecretsError("Give a user or a group, one of them.")
+    require(OPERATOR if acting is None else acting, scope, MANAGE, f"changing the ACLs of secret scope '{scope}'")
+    deleted, _ = SecretScopeACL.objects.filter(scope=scope, user=user, group=group).delete()
+    if not deleted:
+        who = f"group '{group.name}'" if group is not None else f"user '{user.get_username()}'"
+        raise SecretsError(f"{who} has no ACL on secret scope '{scope}'.")
+
+
+def acl_list(scope: str | None = None, acting: Any = None) -> list[ACLInfo]:
+    """The grants (on ``scope``) that ``acting`` (default :data:`OPERATOR`) may see: those of the
+    scopes it manages (as Databricks' list-acls)."""
+    from .models import SecretScopeACL
+
+    rows = SecretScopeACL.objects.select_related("user", "group")
+    if scope is not None:
+        rows = rows.filter(scope=scope)
+    managed = scopes_with(OPERATOR if acting is None else acting, MANAGE)
+    if managed is not None:
+        rows = rows.filter(scope__in=managed)
+    found = [
+        ACLInfo(r.scope, "group", r.group.name, r.permission) if r.group_id
+        else ACLInfo(r.scope, "user", r.user.get_username(), r.permission)
+        for r in rows
+    ]
+    return sorted(found, key=lambda e: (e.scope, e.kind, e.principal))  # groups first, on every database
+
+
 # --- references ----------------------------------------------------------------------------
 
 
@@ -250,6 +451,33 @@ def parse_reference(value: Any) -> tuple[str, str] | None:
     """``(scope, key)`` when ``value`` is a secret reference, else None."""
     match = REFERENCE.fullmatch(value) if isinstance(value, str) else None
     return (match[1], match[2]) if match else None
+
+
+def references(config: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every ``(field path, scope, key)`` that ``config`` refers to, at any depth (``<field>_plaintext``
+    values are never references)."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(config, Mapping):
+        for name, value in config.items():
+            name = str(name)
+            path = f"{prefix}.{name}" if prefix else name
+            if not (name.endswith(PLAINTEXT) and name != PLAINTEXT):
+                found.extend(references(value, path))
+    elif isinstance(config, list):
+        for i, item in enumerate(config):
+            found.extend(references(item, f"{prefix}[{i}]"))
+    else:
+        ref = parse_reference(config)
+        if ref is not None:
+            found.append((prefix, *ref))
+    return found
+
+
+def require_references(config: Any, user: Any, where: str) -> None:
+    """:class:`PermissionDenied` unless ``user`` has ``READ`` on the scope of every secret ``config``
+    refers to: what saving a provider config takes, on every surface (``where`` names the entity)."""
+    for path, scope, key in references(config):
+        require(user, scope, READ, f"using {reference(scope, key)} (field '{path}') in {where}")
 
 
 def resolve(config: Mapping[str, Any], get: Callable[[str, str], str] = get) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 ``make run`` work on a fresh machine with no configuration at all."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -192,6 +193,27 @@ SQL_MAX_ROWS = envint("FONDASI_SQL_MAX_ROWS", 10000)
 IMAGE_FETCH_ENABLED = envbool("FONDASI_IMAGE_FETCH", False)
 IMAGE_FETCH_MAX_BYTES = envint("FONDASI_IMAGE_FETCH_MAX_BYTES", 20 * 1024 * 1024)
 IMAGE_FETCH_TIMEOUT = float(env("FONDASI_IMAGE_FETCH_TIMEOUT", "10"))
+# Upstream address policy (endpoints/upstream_policy.py): a user who is not a superuser may save a
+# provider URL (openai_api_base, custom_provider_url, ...) only if every address its host resolves
+# to is public. These comma-separated lists open more to everyone: host names (exact, or *.suffix)
+# and CIDR networks, e.g. FONDASI_UPSTREAM_ALLOWED_NETWORKS=10.20.0.0/16,127.0.0.1/32.
+UPSTREAM_ALLOWED_HOSTS: tuple[str, ...] = tuple(
+    h.strip().lower() for h in env("FONDASI_UPSTREAM_ALLOWED_HOSTS").split(",") if h.strip()
+)
+
+
+def _networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(n.strip(), strict=False) for n in env(name).split(",") if n.strip())
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be comma-separated networks such as 10.0.0.0/8: {exc}") from None
+
+
+UPSTREAM_ALLOWED_NETWORKS = _networks("FONDASI_UPSTREAM_ALLOWED_NETWORKS")
+# The endpoints file is applied as this user (their secret scope permissions, and the upstream
+# policy unless a superuser); empty: as the server's operator, with every permission (whoever can
+# write the file can read the secrets key beside the database anyway).
+ENDPOINTS_FILE_OWNER = env("FONDASI_ENDPOINTS_FILE_OWNER")
 
 # Browser pages: Django's session sign-in (the APIs keep using tokens).
 LOGIN_URL = "/login/"

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 def pytest_configure(config):
@@ -23,6 +24,10 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.ENDPOINTS_AUTO_LOAD = False
+    # The fake vendors listen on loopback, and many tests set them up as a staff user who is not a
+    # superuser: the test settings list loopback (production allows only public upstreams;
+    # tests/endpoints/test_secret_acls.py checks that default).
+    settings.UPSTREAM_ALLOWED_NETWORKS = LOOPBACK
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +134,7 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
           openai_config: {{openai_api_base: "{live_vendor.base_url}"}}
 """)
     env = {**os.environ, "FONDASI_VAR_DIR": str(var), "FONDASI_ENDPOINTS_AUTO_LOAD": "1",
+           "FONDASI_UPSTREAM_ALLOWED_NETWORKS": ",".join(LOOPBACK),  # the fake vendors, as above
            "FONDASI_ENDPOINTS_FILE": str(endpoints), "DJANGO_SETTINGS_MODULE": "playground.settings"}
     env.pop("DATABASE_URL", None)
     manage = [sys.executable, str(ROOT / "manage.py")]

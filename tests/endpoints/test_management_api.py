@@ -73,6 +73,15 @@ def assert_error(response, status: int, code: str, *words: str) -> dict:
     return body
 
 
+@sync_to_async
+def grant(scope: str, permission: str, username: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    from endpoints import secrets
+
+    secrets.acl_put(scope, permission, user=get_user_model().objects.get(username=username))
+
+
 async def load_file(tmp_path, text: str) -> None:
     path = tmp_path / "endpoints.yaml"
     path.write_text(text)
@@ -312,6 +321,7 @@ async def test_plaintext_credentials_are_masked_in_every_answer(root):
     # Every *_plaintext value is masked, a credential by name or not.
     entity = external("e", openai_api_key_plaintext=KEY, openai_organization_plaintext="org-0123456789-wxyz")
     referenced = external("r", openai_api_key="{{secrets/team/openai}}")
+    await grant("team", "READ", "root")  # referring to a secret takes READ on its scope
     answers = [await send(root, "post", URL, create_body("secret", entity, referenced))]
     answers.append(await root.get(f"{URL}/secret"))
     answers.append(await root.get(URL + "/"))

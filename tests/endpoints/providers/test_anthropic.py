@@ -458,6 +458,7 @@ def test_it_rejects_a_timeout_that_is_not_a_positive_number():
 
 def test_it_serves_chat_only_and_never_shows_the_key():
     from endpoints.config import check_entity
+    from endpoints.secrets import OPERATOR
 
     provider = make_provider("https://user:hunter2@gateway.example.com/?token=t0k")
     shown = repr(provider) + repr(provider.describe()) + repr(provider.spec)
@@ -465,7 +466,7 @@ def test_it_serves_chat_only_and_never_shows_the_key():
     assert provider.describe() == {"anthropic_api_base": "https://gateway.example.com", "upstream_model": MODEL}
     assert provider.tasks == {CHAT}
     row = {"name": "claude", "provider": "anthropic", "model": MODEL, "config": {"anthropic_api_key": API_KEY}}
-    assert check_entity(COMPLETIONS, row) == f"model '{MODEL}' of provider 'anthropic' cannot serve {COMPLETIONS}"
+    assert check_entity(COMPLETIONS, row, user=OPERATOR) == f"model '{MODEL}' of provider 'anthropic' cannot serve {COMPLETIONS}"
 
 
 # --- errors --------------------------------------------------------------------------------

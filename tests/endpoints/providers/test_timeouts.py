@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from endpoints.config import check_entity
+from endpoints.secrets import OPERATOR
 from endpoints.errors import ServingError
 from endpoints.providers.base import EntitySpec
 from endpoints.providers.cohere import CohereProvider
@@ -31,10 +32,10 @@ CONFIGS = {
 @pytest.mark.parametrize("field", ["timeout", "connect_timeout"])
 def test_every_external_provider_checks_its_timeouts(provider, field):
     row = {"name": "e", "provider": provider, "model": "some-model", "config": CONFIGS[provider]}
-    assert check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: 2.5}}) is None
-    problem = check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: "soon"}})
+    assert check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: 2.5}}, user=OPERATOR) is None
+    problem = check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: "soon"}}, user=OPERATOR)
     assert problem == f"'{field}' must be a number of seconds; got 'soon'."
-    assert "positive" in check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: 0}})
+    assert "positive" in check_entity(CHAT, {**row, "config": {**CONFIGS[provider], field: 0}}, user=OPERATOR)
 
 
 @pytest.mark.asyncio

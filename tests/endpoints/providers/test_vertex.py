@@ -286,10 +286,11 @@ async def test_the_openai_client_gets_embeddings_from_a_vertex_endpoint(vertex_e
 @pytest.mark.django_db
 def test_a_config_may_name_a_private_key_secret_before_it_is_put():
     from endpoints.config import check_entity
+    from endpoints.secrets import OPERATOR  # as the endpoints file is applied by default
 
     row = {"name": "gemini", "provider": "google-cloud-vertex-ai", "model": "gemini-2.5-flash", "config": {
         "project_id": "my-project", "region": "us-central1", "private_key": "{{secrets/gcp/service-account}}",
     }}
-    assert check_entity("llm/v1/chat", row) is None
+    assert check_entity("llm/v1/chat", row, user=OPERATOR) is None
     row["config"]["private_key_plaintext"] = row["config"].pop("private_key").replace("{{", "not json {{")
-    assert "private_key" in check_entity("llm/v1/chat", row)
+    assert "private_key" in check_entity("llm/v1/chat", row, user=OPERATOR)
