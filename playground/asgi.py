@@ -23,7 +23,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core import signals  # noqa: E402
@@ -106,6 +105,7 @@ class APIHandler(ASGIHandler):
 
 from endpoints.views import API_PREFIXES  # noqa: E402
 from playground.edge import BodyLimit, StaticFiles, install_daphne_guard  # noqa: E402
+from playground.origin import SameOriginValidator  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
 
 api_asgi_app = APIHandler()
@@ -131,8 +131,9 @@ application = ProtocolTypeRouter(
     {
         "http": BodyLimit(http_app),
         # Signed-in sessions only (the consumer closes anonymous sockets with 4401), and only from
-        # pages served by an ALLOWED_HOSTS origin: a foreign page cannot ride the user's cookie.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # the site's own origin, scheme, host and port, or a trusted one (playground/origin.py): a
+        # foreign page, or another app on another port of the same host, cannot ride the user's cookie.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

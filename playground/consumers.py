@@ -26,6 +26,10 @@ Server → client (``pane`` is the pane's index in the conversation)::
     {"type": "idle"}                                         no pane is streaming any more
     {"type": "error", "message": "…"}                        a message the server could not use
 
+Signing out closes the sockets of that session with 4401 (after an ``error`` frame), and so does
+deleting the session (an expired one cleared, or removed in the admin) or deactivating or deleting
+the user: each socket joins a channel-layer group for its session and one for its user.
+
 Errors of one endpoint (rate limit, provider down, bad parameter) end that pane's turn with the
 error shown in it (in the ``done`` partial); the other panes go on. Each pane's thread holds only
 its own answers. Stop and disconnect cancel every pane's task; the task then closes its event
@@ -34,14 +38,22 @@ stream, which stops generation upstream.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.models import Session
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
 from endpoints import registry, service
 from endpoints.errors import ServingError
@@ -80,8 +92,29 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.user = user
+        self.signed_out = False
+        session = self.scope.get("session")
+        self.sign_out_groups = [user_group(user.pk)]
+        if session is not None and session.session_key:
+            self.sign_out_groups.append(session_group(session.session_key))
+        if self.channel_layer is not None:
+            for group in self.sign_out_groups:
+                await self.channel_layer.group_add(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        if self.channel_layer is not None:
+            for group in getattr(self, "sign_out_groups", ()):
+                await self.channel_layer.group_discard(group, self.channel_name)
+        await self.cancel_all()
+
+    async def playground_signed_out(self, event: dict) -> None:
+        """The session signed out (or was deleted, or the user deactivated): stop and close with 4401."""
+        if self.signed_out:
+            return
+        self.signed_out = True
+        self.user = None  # no frame is used from now on
+        await self.safe_send({"type": "error", "message": "Signed out: sign in again to use the playground."})
+        await self.close(code=CLOSE_UNAUTHENTICATED)
         await self.cancel_all()
 
     # --- receiving ---------------------------------------------------------------------------
@@ -376,3 +409,57 @@ def figures(started: float, first_token: float | None, first_text: float | None,
     if first_token is not None and ended > first_token and generated:
         out["tokens_per_s"] = round(generated / (ended - first_token), 1)
     return out
+
+
+# --- closing the sockets of a session that signed out -------------------------------------------
+
+
+def session_group(session_key: str) -> str:
+    # Group names are short ASCII; the session key itself is not kept in the channel layer.
+    return "playground.session." + hashlib.sha256(session_key.encode()).hexdigest()[:32]
+
+
+def user_group(user_id: Any) -> str:
+    return f"playground.user.{user_id}"
+
+
+def close_sockets(group: str) -> None:
+    """Tell every playground socket in ``group`` to close (from sync code: a signal receiver)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "playground.signed_out"}
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    try:
+        if loop is not None:  # called on the event loop's own thread
+            loop.create_task(layer.group_send(group, message))
+        else:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001 - signing out must not fail because a socket could not be told
+        log.exception("could not close the playground sockets of %s", group)
+
+
+@receiver(user_logged_out, dispatch_uid="playground-close-sockets-on-logout")
+def _signed_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    session = getattr(request, "session", None)
+    if session is not None and session.session_key:
+        close_sockets(session_group(session.session_key))
+
+
+@receiver(post_delete, sender=Session, dispatch_uid="playground-close-sockets-on-session-delete")
+def _session_deleted(sender: Any, instance: Session, **kwargs: Any) -> None:
+    close_sockets(session_group(instance.session_key))
+
+
+@receiver(post_save, sender=get_user_model(), dispatch_uid="playground-close-sockets-on-deactivate")
+def _user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    if not created and not instance.is_active:
+        close_sockets(user_group(instance.pk))
+
+
+@receiver(post_delete, sender=get_user_model(), dispatch_uid="playground-close-sockets-on-user-delete")
+def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    close_sockets(user_group(instance.pk))

@@ -62,8 +62,14 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", False)
-ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Host names the server answers to (Django's test client adds its own `testserver` in tests).
+ALLOWED_HOSTS = [h for h in env("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+# Origins besides the site's own that may post forms and open the playground WebSocket
+# (playground/origin.py): scheme, host and port, e.g. https://chat.example.com,https://*.example.com.
+# FONDASI_CSRF_TRUSTED_ORIGINS, or Django's own CSRF_TRUSTED_ORIGINS variable.
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in env("FONDASI_CSRF_TRUSTED_ORIGINS", env("CSRF_TRUSTED_ORIGINS")).split(",") if o.strip()
+]
 
 INSTALLED_APPS = [
     "daphne",  # makes `runserver` serve ASGI

@@ -111,6 +111,110 @@ async def test_it_rejects_a_foreign_origin(session_cookie):
     await communicator.disconnect()
 
 
+async def handshake(origin: str | None, host: str = "testserver", scheme: str = "ws", cookie: str | None = None) -> bool:
+    from playground.asgi import application
+
+    headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin is not None else [])
+    if cookie:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/playground/", headers=headers)
+    communicator.scope["scheme"] = scheme
+    connected, _ = await communicator.connect(timeout=10)
+    await communicator.disconnect()
+    return connected
+
+
+async def test_only_the_sites_own_scheme_host_and_port_may_open_a_socket(session_cookie):
+    assert await handshake("http://testserver", cookie=session_cookie)
+    assert await handshake("http://testserver:80", cookie=session_cookie)  # the default port, spelled out
+    assert await handshake("http://localhost:8000", host="localhost:8000", cookie=session_cookie)
+    assert await handshake("https://testserver", scheme="wss", cookie=session_cookie)
+    refused = [
+        ("http://testserver:9999", "testserver"),       # another app on another port of the same host
+        ("http://localhost:9999", "localhost:8000"),    # an allowed host, another port
+        ("https://testserver", "testserver"),           # another scheme
+        ("http://testserver", "testserver:8000"),       # the page is not on the socket's port
+        ("http://evil.example", "evil.example"),        # a host not allowed, even when it matches (DNS rebinding)
+        ("null", "testserver"),
+        (None, "testserver"),
+        ("http://user:pw@testserver", "testserver"),
+    ]
+    for origin, host in refused:
+        assert not await handshake(origin, host=host, cookie=session_cookie), (origin, host)
+
+
+async def test_a_trusted_origin_may_open_a_socket(session_cookie, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com", "https://*.corp.example"]
+    assert await handshake("https://chat.example.com", cookie=session_cookie)
+    assert await handshake("https://chat.example.com:443", cookie=session_cookie)
+    assert await handshake("https://team.corp.example", cookie=session_cookie)
+    assert not await handshake("http://chat.example.com", cookie=session_cookie)
+    assert not await handshake("https://chat.example.com:8443", cookie=session_cookie)
+    assert not await handshake("https://corp.example.evil", cookie=session_cookie)
+
+
+async def test_testserver_is_not_an_allowed_host_by_default():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ALLOWED_HOSTS", "FONDASI_CSRF_TRUSTED_ORIGINS",
+                                                             "CSRF_TRUSTED_ORIGINS")}
+    out = subprocess.run([sys.executable, "-c", "import playground.settings as s; print(s.ALLOWED_HOSTS)"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    assert "testserver" not in out and "127.0.0.1" in out
+
+
+async def signed_in_socket(cookie: str) -> WebsocketCommunicator:
+    communicator, connected = await connect(cookie)
+    assert connected
+    await communicator.send_json_to({"type": "stop"})  # the socket is set up (and in its groups)
+    assert await communicator.receive_nothing(timeout=0.2)
+    return communicator
+
+
+async def assert_closed_as_signed_out(communicator: WebsocketCommunicator) -> None:
+    assert "Signed out" in (await communicator.receive_json_from(timeout=5))["message"]
+    assert (await communicator.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_signing_out_closes_that_sessions_sockets(alice):
+    from django.test import AsyncClient, Client
+
+    cookies = []
+    for _ in range(2):  # two browsers, each signed in
+        client = Client()
+        await sync_to_async(client.force_login)(alice)
+        cookies.append(client.cookies["sessionid"].value)
+    here, elsewhere = await signed_in_socket(cookies[0]), await signed_in_socket(cookies[1])
+    browser = AsyncClient()
+    browser.cookies["sessionid"] = cookies[0]
+    assert (await browser.post("/logout/")).status_code == 302
+    await assert_closed_as_signed_out(here)
+    # The other browser is still signed in: its socket stays open and usable.
+    assert await elsewhere.receive_nothing(timeout=0.3)
+    await elsewhere.send_to(text_data="{not json")
+    assert "not valid JSON" in (await elsewhere.receive_json_from())["message"]
+    await elsewhere.disconnect()
+
+
+async def test_a_deleted_session_or_a_deactivated_user_closes_the_sockets(alice, session_cookie):
+    from django.contrib.sessions.models import Session
+
+    communicator = await signed_in_socket(session_cookie)
+    await sync_to_async(Session.objects.filter(session_key=session_cookie).delete)()
+    await assert_closed_as_signed_out(communicator)
+
+    from django.test import Client
+
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    communicator = await signed_in_socket(client.cookies["sessionid"].value)
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    await assert_closed_as_signed_out(communicator)
+
+
 async def test_malformed_and_oversize_messages_get_an_error_and_the_socket_stays_open(session_cookie):
     communicator, connected = await connect(session_cookie)
     assert connected
