@@ -43,9 +43,16 @@ the batch's rows are sent concurrently on the process's SQL event loop (:func:`r
 at most ``concurrency`` at a time per endpoint (``SQL_CONCURRENCY``, default 8), and come back
 in row order. A 429 (a busy local model's full queue, a vendor's rate limit) is retried after its
 ``Retry-After``. Embeddings rows go up to :data:`EMBED_CHUNK` per request; when one fails, its rows
-are sent one by one so that only the bad one fails. Results keep at most ``SQL_MAX_ROWS`` rows
-(10,000), and DuckDB stops computing past them. :meth:`Engine.cancel` interrupts DuckDB
+are sent one by one so that only the bad one fails. :meth:`Engine.cancel` interrupts DuckDB
 and cancels the requests in flight, which stops generation upstream.
+
+Limits, so that one query cannot take the server down: results keep at most ``SQL_MAX_ROWS`` rows
+(10,000) and ``SQL_MAX_RESULT_BYTES`` (32 MiB, Arrow's size of the kept rows): rows are fetched
+from DuckDB in batches and fetching stops at either limit (DuckDB stops computing past it), with
+:attr:`SqlResult.note` saying which limit cut the result. A query runs at most ``timeout`` seconds
+(``SQL_TIMEOUT_SECONDS``, 300; the management command has none unless asked): then it is
+interrupted like a cancel and fails with "stopped after N s". DuckDB itself works within
+``SQL_MEMORY_LIMIT`` (DuckDB's ``memory_limit``, 1 GB).
 
 Files and Fondasi's database: an engine with ``external_access`` (the management command, a
 superuser on the page) reads and writes files as DuckDB does (``FROM 'reviews.csv'``) and, when
@@ -86,6 +93,11 @@ T = TypeVar("T")
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_ROWS = 10_000
+DEFAULT_MAX_RESULT_BYTES = 32 * 1024 * 1024
+DEFAULT_TIMEOUT_SECONDS = 300.0
+DEFAULT_MEMORY_LIMIT = "1GB"
+#: Rows fetched from DuckDB at a time: the result-size limits are checked between batches.
+FETCH_ROWS = 256
 #: Embeddings rows sent in one request (the local encoder is much faster on a batch).
 EMBED_CHUNK = 64
 #: Tries of a row answered 429 before it fails (each waits the answer's Retry-After).
@@ -107,7 +119,8 @@ class SqlError(Exception):
 
 @dataclass
 class SqlResult:
-    """The last statement's rows (at most ``max_rows``; ``truncated`` when there were more)."""
+    """The last statement's rows (at most ``max_rows`` and ``max_bytes``; ``truncated`` when there
+    were more, and ``note`` says which limit cut them)."""
 
     columns: list[str]
     types: list[str]
@@ -115,6 +128,7 @@ class SqlResult:
     truncated: bool
     seconds: float
     ai_rows: int  # rows answered by ai_query
+    note: str = ""
 
 
 @dataclass
@@ -403,6 +417,15 @@ def default_concurrency() -> int:
     return int(getattr(settings, "SQL_CONCURRENCY", DEFAULT_CONCURRENCY))
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+def stopped_after(seconds: float) -> str:
+    return (f"The query was stopped after {seconds:g} s, the time limit for a query (FONDASI_SQL_TIMEOUT). "
+            "Narrow it down (fewer rows, a LIMIT, no cross join), or run it with `python manage.py sql`.")
+
+
 class Engine:
     """Runs one SQL text for ``user`` (recorded in the log) with ``ai_query`` available.
 
@@ -410,15 +433,24 @@ class Engine:
     """
 
     def __init__(self, user: str, *, concurrency: int | None = None, external_access: bool = True,
-                 max_rows: int | None = None) -> None:
+                 max_rows: int | None = None, max_bytes: int | None = None, timeout: float | None = None,
+                 memory_limit: str | None = None) -> None:
+        """``timeout`` 0 means no time limit; None (like the other limits) means the setting's."""
         self.user = user
         self.concurrency = concurrency if concurrency is not None else default_concurrency()
         if self.concurrency < 1:
             raise SqlError(f"The concurrency must be at least 1; got {self.concurrency}.")
         self.external_access = external_access
         self.max_rows = max_rows if max_rows is not None else int(getattr(settings, "SQL_MAX_ROWS", DEFAULT_MAX_ROWS))
+        self.max_bytes = max_bytes if max_bytes is not None else int(
+            getattr(settings, "SQL_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES))
+        self.timeout = timeout if timeout is not None else float(
+            getattr(settings, "SQL_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+        self.memory_limit = memory_limit or str(getattr(settings, "SQL_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT))
         self.progress = Progress()
-        self._cancelled = threading.Event()
+        # Set when the query must stop: cancelled by a person, or past its time limit (the message says which).
+        self._stopped = threading.Event()
+        self._stop_message = CANCELLED
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._futures: set[concurrent.futures.Future] = set()
         self._failure: SqlError | None = None
@@ -427,26 +459,52 @@ class Engine:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        """Cancelled by :meth:`cancel` (a query stopped by its time limit failed instead)."""
+        return self._stopped.is_set() and self._stop_message == CANCELLED
 
     def cancel(self) -> None:
         """Stop the query: interrupt DuckDB and cancel the ai_query requests in flight."""
-        self._cancelled.set()
-        conn = self._conn
-        if conn is not None:
-            conn.interrupt()
+        self._stop(CANCELLED)
+
+    def _stop(self, message: str) -> None:
+        if not self._stopped.is_set():
+            self._stop_message = message
+            self._stopped.set()
+        self._interrupt()
         for future in list(self._futures):
             future.cancel()
+
+    def _interrupt(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.interrupt()
+            except duckdb.Error:  # closed in between: the query has ended anyway
+                pass
+
+    def _watch(self, done: threading.Event) -> None:
+        """Stop the query once it has run ``timeout`` seconds."""
+        if done.wait(self.timeout):
+            return
+        self._stop(stopped_after(self.timeout))
+        # An interrupt that fell between two statements is lost: repeat it until the run ends.
+        while not done.wait(0.2):
+            self._interrupt()
 
     def run(self, sql: str) -> SqlResult:
         """Run every statement of ``sql``; the last one's rows. SqlError with a clear message otherwise."""
         started = time.perf_counter()
+        done = threading.Event()
+        if self.timeout > 0:
+            threading.Thread(target=self._watch, args=(done,), name="sql-time-limit", daemon=True).start()
         try:
             result = self._run(sql, started)
         except SqlError as exc:
             log.info("sql user=%s ai_rows=%d ms=%.1f error=%s", self.user, self.progress.done,
                      (time.perf_counter() - started) * 1000, _shorten(exc.message, 200))
             raise
+        finally:
+            done.set()
         log.info("sql user=%s rows=%d ai_rows=%d ms=%.1f", self.user, len(result.rows), result.ai_rows,
                  result.seconds * 1000)
         return result
@@ -465,7 +523,7 @@ class Engine:
                 conn.execute(statement)
             self._check_cancelled()
             relation = conn.sql(statements[-1].query)
-            table = relation.limit(self.max_rows + 1).to_arrow_table()
+            table, note = self._fetch(relation)
             columns = [str(c) for c in relation.columns]
             types = [str(t) for t in relation.types]
         except duckdb.Error as exc:
@@ -473,22 +531,54 @@ class Engine:
         finally:
             self._conn = None
             conn.close()
+        self._check_cancelled()
         rows = list(zip(*(column.to_pylist() for column in table.columns))) if table.num_columns else []
-        return SqlResult(columns, types, rows[: self.max_rows], len(rows) > self.max_rows,
-                         time.perf_counter() - started, self.progress.done)
+        return SqlResult(columns, types, rows, bool(note), time.perf_counter() - started, self.progress.done, note)
+
+    def _fetch(self, relation: duckdb.DuckDBPyRelation) -> tuple[pa.Table, str]:
+        """The relation's rows up to ``max_rows`` and ``max_bytes``, fetched in batches; and a note
+        naming the limit that cut them ('' when every row was kept). DuckDB computes no further."""
+        reader = relation.limit(self.max_rows + 1).to_arrow_reader(FETCH_ROWS)
+        kept: list[pa.RecordBatch] = []
+        rows = size = 0
+        note = ""
+        try:
+            for batch in reader:
+                self._check_cancelled()
+                if rows + batch.num_rows > self.max_rows:
+                    batch = batch.slice(0, self.max_rows - rows)
+                    note = (f"Only the first {self.max_rows:,} rows are kept: the limit is SQL_MAX_ROWS "
+                            "(FONDASI_SQL_MAX_ROWS).")
+                if size + batch.nbytes > self.max_bytes:
+                    batch = _fitting(batch, self.max_bytes - size)
+                    note = (f"Only the first {rows + batch.num_rows:,} rows are kept: the result is larger than "
+                            f"{_mib(self.max_bytes)}, the limit (FONDASI_SQL_MAX_RESULT_BYTES).")
+                kept.append(batch)
+                rows += batch.num_rows
+                size += batch.nbytes
+                if note:
+                    break
+        finally:
+            reader.close()
+        return pa.Table.from_batches(kept, schema=reader.schema), note
 
     def _check_cancelled(self) -> None:
-        if self.cancelled:
-            raise SqlError(CANCELLED)
+        if self._stopped.is_set():
+            raise SqlError(self._stop_message)
 
     def _error(self, exc: duckdb.Error) -> SqlError:
-        if self.cancelled:
-            return SqlError(CANCELLED)
+        if self._stopped.is_set():
+            return SqlError(self._stop_message)
         if self._failure is not None:
             return self._failure
         message = _clean(str(exc))
         if isinstance(exc, duckdb.PermissionException):
             message += " (Reading or writing files needs a superuser on the SQL page.)"
+        elif isinstance(exc, duckdb.OutOfMemoryException):
+            # DuckDB's advice that follows (SET memory_limit…) cannot be followed here: the settings are locked.
+            message = message.split("\n")[0].strip()
+            message += (f" (DuckDB may use at most {self.memory_limit} for a query, the limit FONDASI_SQL_MEMORY_LIMIT: "
+                        "narrow the query down.)")
         elif self._fondasi_missing and re.search(r"\bfondasi\b", message):
             message += f" (Fondasi's database is not attached as 'fondasi': {self._fondasi_missing}.)"
         return SqlError(message)
@@ -503,6 +593,11 @@ class Engine:
         else:
             self._fondasi_missing = "only superusers can query it"
             conn.execute("SET enable_external_access = false")
+        try:
+            conn.execute(f"SET memory_limit = '{self.memory_limit.replace(chr(39), '')}'")
+        except duckdb.Error as exc:
+            conn.close()
+            raise SqlError(f"FONDASI_SQL_MEMORY_LIMIT is not a DuckDB memory size like '1GB': {_clean(str(exc))}") from None
         # No Python variable becomes a table (DuckDB's replacement scans), and no SET undoes the above.
         conn.execute("SET python_enable_replacements = false")
         conn.execute("SET lock_configuration = true")
@@ -557,7 +652,7 @@ class Engine:
         try:
             return future.result()
         except concurrent.futures.CancelledError:
-            raise SqlError(CANCELLED) from None
+            raise SqlError(self._stop_message) from None
         finally:
             self._futures.discard(future)
 
@@ -722,6 +817,18 @@ def convert(values: pa.Array, sql_type: str) -> tuple[pa.Array, list[int]]:
     converted = out.combine_chunks() if out.num_chunks else pa.nulls(0, out.type)
     bad = [i for i, (a, b) in enumerate(zip(values.is_null().to_pylist(), converted.is_null().to_pylist())) if not a and b]
     return converted, bad
+
+
+def _fitting(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
+    """The longest head of ``batch`` whose Arrow size is at most ``budget`` bytes."""
+    low, high = 0, batch.num_rows  # the head of `low` rows fits; of `high + 1` rows does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if batch.slice(0, middle).nbytes <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return batch.slice(0, low)
 
 
 def _attach_fondasi(conn: duckdb.DuckDBPyConnection) -> str | None:

@@ -194,6 +194,24 @@ SECRETS_KEY_FILE = Path(env("FONDASI_SECRETS_KEY_FILE", str(VAR_DIR / "secrets_k
 # SQL ai_query (endpoints/sql.py): requests at once per endpoint, and the most rows a query keeps.
 SQL_CONCURRENCY = envint("FONDASI_SQL_CONCURRENCY", 8)
 SQL_MAX_ROWS = envint("FONDASI_SQL_MAX_ROWS", 10000)
+# ... the most bytes (Arrow's size) of rows a query keeps, seconds a query may run on the SQL page
+# (`manage.py sql --timeout`), and DuckDB's own memory_limit for one query.
+SQL_MAX_RESULT_BYTES = envint("FONDASI_SQL_MAX_RESULT_BYTES", 32 * 1024 * 1024)
+SQL_TIMEOUT_SECONDS = float(env("FONDASI_SQL_TIMEOUT", "300"))
+SQL_MEMORY_LIMIT = env("FONDASI_SQL_MEMORY_LIMIT", "1GB")
+# Images are decoded with a pixel budget: more pixels than this (after a JPEG's DCT scaling) is a 400.
+IMAGE_MAX_PIXELS = envint("FONDASI_IMAGE_MAX_PIXELS", 4096 * 4096)
+# Images a person keeps uploaded in the playground (count, and bytes as sent): past either, their
+# oldest uploads are removed.
+PLAYGROUND_IMAGE_QUOTA = envint("FONDASI_PLAYGROUND_IMAGE_QUOTA", 100)
+PLAYGROUND_IMAGE_QUOTA_BYTES = envint("FONDASI_PLAYGROUND_IMAGE_QUOTA_BYTES", 50 * 1024 * 1024)
+# Example inputs saved from the Query dialog: the largest body (compact JSON) and examples per endpoint.
+EXAMPLE_MAX_BYTES = envint("FONDASI_EXAMPLE_MAX_BYTES", 64 * 1024)
+EXAMPLES_PER_ENDPOINT = envint("FONDASI_EXAMPLES_PER_ENDPOINT", 50)
+# OAuth access tokens a service principal holds at once (live or recently expired); a new one
+# replaces the oldest. Verified tokens cached per process (least recently used dropped first).
+OAUTH_MAX_TOKENS = envint("FONDASI_OAUTH_MAX_TOKENS", 100)
+TOKEN_CACHE_SIZE = envint("FONDASI_TOKEN_CACHE_SIZE", 10000)
 # Images given as http(s) URLs: refused (send a data: URL) unless fetching is on; fetching reaches
 # only public addresses, re-checks every redirect, and caps size and time (endpoints/images.py).
 IMAGE_FETCH_ENABLED = envbool("FONDASI_IMAGE_FETCH", False)

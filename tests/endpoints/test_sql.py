@@ -222,6 +222,44 @@ def test_ai_query_in_a_string_or_as_a_column_name_is_left_alone(fake):
 def test_rows_past_max_rows_are_left_out_and_said_so(db):
     result = run("SELECT * FROM range(10)", max_rows=3)
     assert column(result) == [0, 1, 2] and result.truncated
+    assert result.note == "Only the first 3 rows are kept: the limit is SQL_MAX_ROWS (FONDASI_SQL_MAX_ROWS)."
+
+
+# --- limits: one query cannot take the server down ----------------------------------------------
+
+
+def test_a_result_larger_than_its_byte_limit_keeps_its_first_rows_and_says_so(db, settings):
+    settings.SQL_MAX_RESULT_BYTES = 1024 * 1024
+    result = run("SELECT i, repeat('x', 20000) AS s FROM range(10000) t(i)")
+    kept = len(result.rows)
+    assert 30 < kept < 60 and result.truncated and column(result) == list(range(kept))
+    assert result.note == (f"Only the first {kept} rows are kept: the result is larger than 1 MiB, "
+                           "the limit (FONDASI_SQL_MAX_RESULT_BYTES).")
+
+
+def test_a_query_past_its_time_limit_is_stopped_saying_after_how_long(db, settings):
+    settings.SQL_TIMEOUT_SECONDS = 1
+    started = time.monotonic()
+    message = error_of("SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    assert time.monotonic() - started < 5
+    assert message.startswith("The query was stopped after 1 s, the time limit for a query (FONDASI_SQL_TIMEOUT).")
+
+
+def test_the_time_limit_stops_ai_query_requests_in_flight_too(fake, settings):
+    settings.SQL_TIMEOUT_SECONDS = 0.5
+    fake.delay = 10
+    started = time.monotonic()
+    message = error_of("SELECT ai_query('fake-chat', 'row ' || i) FROM range(4) t(i)")
+    assert message.startswith("The query was stopped after 0.5 s") and time.monotonic() - started < 3
+    assert fake.wait_for_disconnect(2)
+
+
+def test_duckdb_works_within_its_memory_limit(db, settings):
+    settings.SQL_MEMORY_LIMIT = "20MB"
+    message = error_of("SELECT count(DISTINCT repeat('x', 1000) || range) FROM range(300000)")
+    assert message.startswith("Out of Memory Error") and "SET memory_limit" not in message
+    assert message.endswith("(DuckDB may use at most 20MB for a query, the limit FONDASI_SQL_MEMORY_LIMIT: "
+                            "narrow the query down.)")
 
 
 # --- optional arguments -----------------------------------------------------------------------

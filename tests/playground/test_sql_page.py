@@ -103,6 +103,25 @@ def test_a_run_shows_its_rows_and_downloads_them_as_csv(signed_in, fake, caplog)
     assert any(r.getMessage().startswith("sql user=alice rows=3") for r in caplog.records)
 
 
+def test_a_run_past_the_time_limit_fails_saying_after_how_long(signed_in, settings):
+    settings.SQL_TIMEOUT_SECONDS = 0.5
+    run_id, _ = start(signed_in, "SELECT count(*) FROM range(100000000) a, range(100000000) b")
+    html = poll(signed_in, run_id, timeout=10)
+    assert 'data-state="failed"' in html
+    assert "The query was stopped after 0.5 s, the time limit for a query (FONDASI_SQL_TIMEOUT)." in html
+
+
+def test_a_result_cut_by_its_size_limit_says_so_above_the_rows(signed_in, settings):
+    settings.SQL_MAX_RESULT_BYTES = 1024 * 1024
+    run_id, _ = start(signed_in, "SELECT repeat('x', 20000) AS s FROM range(10000)")
+    html = poll(signed_in, run_id)
+    kept = re.search(r"Only the first (\d+) rows are kept: the result is larger than 1 MiB, "
+                     r"the limit \(FONDASI_SQL_MAX_RESULT_BYTES\)\.", html)
+    assert 'data-state="done"' in html and kept and f"{kept.group(1)} rows" in html
+    csv_lines = signed_in.get(f"/sql/runs/{run_id}/csv").content.decode().splitlines()
+    assert len(csv_lines) == 1 + int(kept.group(1)) < 100
+
+
 def test_a_long_batch_shows_rows_done_of_total_and_can_be_cancelled(signed_in, fake):
     fake.delay = 10
     run_id, _ = start(signed_in, "SELECT ai_query('fake-chat', 'row ' || i) FROM range(3) t(i)")

@@ -21,13 +21,15 @@ class Command(BaseCommand):
         parser.add_argument("sql", help="the SQL to run ('-' reads it from standard input)")
         parser.add_argument("--user", help="who runs it (default: the first superuser)")
         parser.add_argument("--concurrency", type=int, help="ai_query requests at once per endpoint (default: SQL_CONCURRENCY, 8)")
+        parser.add_argument("--timeout", type=float, default=0,
+                            help="stop the query after SECONDS (default: no limit; Ctrl+C cancels)")
         parser.add_argument("--csv", metavar="FILE", help="write the rows to FILE as CSV")
         parser.add_argument("--json", metavar="FILE", help="write the rows to FILE as a JSON array of objects")
 
-    def handle(self, *args, sql, user=None, concurrency=None, csv=None, json=None, **options):
+    def handle(self, *args, sql, user=None, concurrency=None, timeout=0, csv=None, json=None, **options):
         text = sys.stdin.read() if sql == "-" else sql
         try:
-            engine = Engine(runner(user), concurrency=concurrency)
+            engine = Engine(runner(user), concurrency=concurrency, timeout=max(0.0, timeout or 0.0))
             result = self.run(engine, text)
         except SqlError as exc:
             raise CommandError(exc.message) from None
@@ -38,7 +40,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Wrote {len(result.rows)} row{'s' * (len(result.rows) != 1)} to {path}")
         if not (csv or json):
             self.stdout.write(table(result))
-        more = " (more rows not shown; the limit is SQL_MAX_ROWS)" if result.truncated else ""
+        more = f" ({result.note})" if result.note else ""
         self.stderr.write(f"{len(result.rows)} row{'s' * (len(result.rows) != 1)}{more}, {result.seconds:.2f} s"
                           + (f", {result.ai_rows} answered by ai_query" if result.ai_rows else ""))
 
