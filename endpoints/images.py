@@ -11,6 +11,11 @@ the rules are those of ``spec/PRODUCT.md`` §5 (Vision):
 * **Limits** (each a 400 naming the image's index and size): more than 100 images in a request;
   any side over 8000 px; when more than 20 images are sent, any side over 2000 px. Pillow's
   decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``) is honoured too.
+* **Pixel budget.** An image is decoded only when the pixels to decode fit ``IMAGE_MAX_PIXELS``
+  (env ``FONDASI_IMAGE_MAX_PIXELS``, default 4096×4096 ≈ 16.8 Mpx), checked from the header
+  before anything is decoded; a JPEG counts at the size it is decoded to (libjpeg's DCT scaling,
+  below), so any JPEG within the side limit passes. Past the budget: a 400 naming the image and
+  the limit. Decoding costs a few bytes per pixel, so the budget bounds memory.
 * **Orientation.** EXIF orientation is applied, so the model sees the picture as people do.
 * **Resizing.** When the long edge exceeds 1568 px or the estimate exceeds 1,600 tokens, the image
   is scaled down, keeping its aspect ratio, until both hold. Sides under 200 px give a warning.
@@ -90,6 +95,7 @@ FETCH_CONCURRENCY = 8
 MAX_REDIRECTS = 3
 DEFAULT_FETCH_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_FETCH_TIMEOUT = 10.0
+DEFAULT_MAX_PIXELS = 4096 * 4096
 USER_AGENT = "fondasi-gateway"
 
 # What EXIF orientation (tag 0x0112) asks for, as Pillow's ``ImageOps.exif_transpose`` does it.
@@ -324,6 +330,10 @@ def _prepare_open(
             f"({limit}); send a smaller image."
         )
 
+    budget = max_pixels()
+    if source_format not in ("JPEG", "MPO"):
+        _check_budget(index, (shown_w, shown_h), (stored_w, stored_h), budget)
+
     warnings: list[str] = []
     # An MPO (a JPEG with extra pictures: stereo pair, depth map) is a JPEG whose first picture
     # is the photo; it is not "animated".
@@ -345,6 +355,8 @@ def _prepare_open(
         # reduction that stays at least the requested size: most of the full-size decode is
         # never done, and the Lanczos pass below still makes the final pixels.
         im.draft("RGB", stored_target)
+    # A JPEG is decoded at its drafted size (at best 1/8 of each side): what the budget counts.
+    _check_budget(index, (shown_w, shown_h), im.size, budget)
     im.load()
 
     icc_profile = im.info.get("icc_profile")
@@ -426,6 +438,16 @@ def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return out
 
 
+def _check_budget(index: int, shown: tuple[int, int], decoded: tuple[int, int], budget: int) -> None:
+    """A 400 when decoding ``decoded`` pixels would pass the pixel budget (nothing is decoded yet)."""
+    if decoded[0] * decoded[1] > budget:
+        raise invalid(
+            f"Image {index} is {shown[0]}×{shown[1]} px: decoding it needs {decoded[0] * decoded[1] / 1e6:.1f} "
+            f"megapixels, more than this server's budget of {budget / 1e6:.1f} megapixels per image "
+            "(FONDASI_IMAGE_MAX_PIXELS). Send a smaller image, or a JPEG, which is decoded scaled down."
+        )
+
+
 def _oriented(width: int, height: int, orientation: int) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPS_SIDES else (width, height)
 
@@ -447,7 +469,9 @@ def _normalise_mode(im: Image.Image) -> tuple[Image.Image, bool]:
     """
     mode = im.mode
     transparent = "transparency" in im.info
-    if mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent):
+    if mode == "RGBA":
+        return im, True  # no copy: the decoded image is the largest thing in memory
+    if mode in ("RGBa", "PA") or (mode in ("P", "RGB") and transparent):
         return im.convert("RGBA"), True
     if mode == "P" and im.palette is not None and im.palette.mode == "RGBA":
         return im.convert("RGBA"), True
@@ -566,6 +590,11 @@ def _number_setting(name: str, env: str, default: float) -> float:
     if not number > 0:  # also NaN
         raise ServingError(f"The server setting {name} must be a positive number.", "INTERNAL_ERROR")
     return number
+
+
+def max_pixels() -> int:
+    """``IMAGE_MAX_PIXELS`` (env ``FONDASI_IMAGE_MAX_PIXELS``): the most pixels decoded for one image."""
+    return int(_number_setting("IMAGE_MAX_PIXELS", "FONDASI_IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 
 
 def fetch_max_bytes() -> int:

@@ -245,6 +245,40 @@ def test_it_honours_a_lowered_max_image_pixels(monkeypatch):
     assert "too many pixels" in error.message
 
 
+def claiming(size: tuple[int, int]) -> bytes:
+    """A small real PNG whose header claims ``size``: refused from the header, or it fails to decode."""
+    raw = bytearray(solid((10, 10), "PNG"))
+    ihdr = 8
+    raw[ihdr + 8:ihdr + 16] = struct.pack(">II", *size)
+    raw[ihdr + 21:ihdr + 25] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr + 4:ihdr + 21])))
+    return bytes(raw)
+
+
+BUDGET = ("more than this server's budget of {} megapixels per image (FONDASI_IMAGE_MAX_PIXELS). "
+          "Send a smaller image, or a JPEG, which is decoded scaled down.")
+
+
+def test_the_default_pixel_budget_refuses_an_8000_px_png_from_its_header():
+    # 8000×8000 is within the side limit, but decoding it took ~800 MiB (RGBA).
+    error = rejected(lambda: prepare_image(claiming((8000, 8000)), 4))
+    assert error.message == "Image 4 is 8000×8000 px: decoding it needs 64.0 megapixels, " + BUDGET.format("16.8")
+
+
+def test_an_image_past_the_pixel_budget_is_refused_and_one_at_it_decoded(settings):
+    settings.IMAGE_MAX_PIXELS = 1000 * 1000
+    error = rejected(lambda: prepare_image(solid((1250, 801), "WEBP"), 2))
+    assert error.message == "Image 2 is 1250×801 px: decoding it needs 1.0 megapixels, " + BUDGET.format("1.0")
+    assert prepare_image(solid((1000, 1000), "PNG"), 0).sent_size == (1000, 1000)
+
+
+def test_a_jpeg_counts_against_the_pixel_budget_at_its_reduced_decoding_size(settings):
+    settings.IMAGE_MAX_PIXELS = 2000 * 1500  # a 4000×3000 JPEG decodes at 1/2 scale (DCT scaling)
+    assert prepare_image(solid((4000, 3000), "JPEG"), 0).sent_size == (1264, 948)
+    settings.IMAGE_MAX_PIXELS = 2000 * 1500 - 1
+    error = rejected(lambda: prepare_image(solid((4000, 3000), "JPEG"), 0))
+    assert error.message == "Image 0 is 4000×3000 px: decoding it needs 3.0 megapixels, " + BUDGET.format("3.0")
+
+
 # --- resizing and tokens ----------------------------------------------------------------------
 def test_it_scales_a_3000_px_long_edge_to_1568_keeping_the_aspect_ratio():
     prepared = prepare_image(solid((3000, 600), "JPEG"), 0)
