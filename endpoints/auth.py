@@ -5,13 +5,17 @@ password (``curl -u token:$TOKEN``). Tokens are personal access tokens and the s
 tokens a service principal gets from the OAuth token endpoint (:mod:`endpoints.oauth`): both are
 :class:`AccessToken` rows. A verified token is trusted for ``TOKEN_CACHE_SECONDS`` by this process,
 never past its expiry (revoking in this process takes effect at once; in another process within
-that time).
+that time). The cache holds at most ``TOKEN_CACHE_SIZE`` tokens (the least recently used go first)
+and only tokens that were valid: an unknown, revoked or expired one is looked up each time and
+never stored, so random tokens cannot grow it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 
@@ -31,11 +35,36 @@ class Principal:
     token_id: int
 
 
-_cache: dict[str, tuple[Principal, float]] = {}
+DEFAULT_CACHE_SIZE = 10_000
+# digest -> (principal, monotonic time it is trusted until), least recently used first.
+_cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+_cache_lock = threading.Lock()  # signals clear it from request threads
 
 
 def forget_tokens() -> None:
-    _cache.clear()
+    with _cache_lock:
+        _cache.clear()
+
+
+def _cached(digest: str) -> Principal | None:
+    with _cache_lock:
+        hit = _cache.get(digest)
+        if hit is None:
+            return None
+        if hit[1] <= time.monotonic():
+            del _cache[digest]
+            return None
+        _cache.move_to_end(digest)
+        return hit[0]
+
+
+def _remember(digest: str, principal: Principal, until: float) -> None:
+    size = max(0, int(getattr(settings, "TOKEN_CACHE_SIZE", DEFAULT_CACHE_SIZE)))
+    with _cache_lock:
+        _cache[digest] = (principal, until)
+        _cache.move_to_end(digest)
+        while len(_cache) > size:
+            _cache.popitem(last=False)
 
 
 def unauthenticated(message: str) -> ServingError:
@@ -99,13 +128,13 @@ _lookup_async = sync_to_async(_lookup)
 async def authenticate(header: str) -> Principal:
     """The principal a request's Authorization header names; ServingError(401) otherwise."""
     digest = hash_token(token_from_header(header))
-    hit = _cache.get(digest)
-    if hit is not None and hit[1] > time.monotonic():
-        return hit[0]
-    _cache.pop(digest, None)
-    principal, expires_at = await _lookup_async(digest)
+    principal = _cached(digest)
+    if principal is not None:
+        return principal
+    principal, expires_at = await _lookup_async(digest)  # raises for an invalid token: nothing cached
     ttl = settings.TOKEN_CACHE_SECONDS
     if expires_at is not None:
         ttl = min(ttl, (expires_at - timezone.now()).total_seconds())
-    _cache[digest] = (principal, time.monotonic() + ttl)
+    if ttl > 0:
+        _remember(digest, principal, time.monotonic() + ttl)
     return principal

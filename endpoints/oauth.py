@@ -11,6 +11,11 @@ holding a UUID client id and the hash of its client secret (``dose…``, shown o
 is an ordinary :class:`AccessToken` row of that user expiring after an hour: hashed at rest, and
 accepted by :mod:`endpoints.auth` wherever a personal access token is.
 
+Token rows are bounded: expired ones are deleted a day after they expire, and a service principal
+holds at most ``OAUTH_MAX_TOKENS`` (100) access-token rows: a new token replaces the oldest (as a
+client asking again expects a token, not a 429; a well-behaved client reuses its token for the
+hour, so only a runaway one loses its oldest tokens).
+
 Token-endpoint errors follow RFC 6749 §5.2 (``{"error", "error_description"}``), which the SDK
 reads, not the Databricks error shape of the other APIs.
 """
@@ -26,6 +31,7 @@ from datetime import timedelta
 from urllib.parse import unquote_plus
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import DisallowedHost, SuspiciousOperation
 from django.db import transaction
@@ -47,6 +53,7 @@ ACCESS_TOKEN_NAME = "OAuth access token"
 # Expired access tokens are kept this long before they are deleted, so that a client presenting
 # one is told that it expired rather than that it is unknown.
 EXPIRED_TOKENS_KEPT = timedelta(days=1)
+DEFAULT_MAX_TOKENS = 100
 FORM = "application/x-www-form-urlencoded"
 # Token responses must not be cached (RFC 6749 §5.1), error responses neither.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -219,9 +226,21 @@ def _grant(client_id: str, client_secret: str) -> str:
         ).delete()
         expires_at = now + timedelta(seconds=ACCESS_TOKEN_SECONDS)
         _, value = AccessToken.issue(principal.user, ACCESS_TOKEN_NAME, expires_at=expires_at)
+        _keep_newest(principal.user_id)
         return value
     finally:
         release_connections()  # see endpoints.auth._lookup
+
+
+def _keep_newest(user_id: int) -> None:
+    """Delete the service principal's oldest access tokens beyond ``OAUTH_MAX_TOKENS``."""
+    keep = max(1, int(getattr(settings, "OAUTH_MAX_TOKENS", DEFAULT_MAX_TOKENS)))
+    mine = AccessToken.objects.filter(user=user_id, name=ACCESS_TOKEN_NAME)
+    oldest = list(mine.order_by("-created_at", "-pk").values_list("pk", flat=True)[keep:])
+    if oldest:
+        # Each row's delete signal drops this process's cached token checks (endpoints.signals).
+        mine.filter(pk__in=oldest).delete()
+        log.info("oauth user_id=%s: %d oldest access tokens replaced (OAUTH_MAX_TOKENS=%d)", user_id, len(oldest), keep)
 
 
 _grant_async = sync_to_async(_grant)

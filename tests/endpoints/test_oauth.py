@@ -412,6 +412,41 @@ async def test_personal_access_tokens_still_work_and_say_when_they_expired(defau
     assert response.status_code == 401 and "expired" in response.json()["message"]
 
 
+async def status_with(value: str) -> int:
+    return (await api_client({"Authorization": f"Bearer {value}"}).get("/serving-endpoints/models")).status_code
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_service_principal_holds_at_most_oauth_max_tokens_a_new_one_replacing_the_oldest(
+        default_endpoints, ci_bot, settings):
+    settings.OAUTH_MAX_TOKENS = 2
+    first, second, third = [await access_token(*ci_bot) for _ in range(3)]
+    assert await AccessToken.objects.filter(user=ci_bot[0].user_id).acount() == 2
+    assert [await status_with(v) for v in (first, second, third)] == [401, 200, 200]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_the_token_cache_is_bounded_and_never_holds_an_invalid_token(default_endpoints, alice, settings):
+    from asgiref.sync import sync_to_async
+
+    from endpoints import auth
+
+    settings.TOKEN_CACHE_SECONDS = 3600
+    settings.TOKEN_CACHE_SIZE = 1
+    older = (await sync_to_async(AccessToken.issue)(alice, "older"))[1]
+    newer = (await sync_to_async(AccessToken.issue)(alice, "newer"))[1]
+    assert await status_with(older) == 200 and await status_with(newer) == 200  # the newer pushes the older out
+    # Revoked behind this process's back (as by another process): the token no longer cached is
+    # checked again at once; the cached one is trusted for the cache time, as documented.
+    await AccessToken.objects.filter(user=alice).aupdate(revoked_at=timezone.now())
+    assert await status_with(older) == 401 and await status_with(newer) == 200
+    for i in range(50):
+        assert await status_with(f"dapi{i:032x}") == 401
+    assert len(auth._cache) == 1  # random tokens are looked up, never remembered
+
+
 # --- a live server (the API handler, with no middleware) --------------------------------------
 
 
