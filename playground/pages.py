@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
@@ -301,7 +302,18 @@ class ExampleForm(forms.Form):
             raise forms.ValidationError(f"The request is not valid JSON: {exc}.") from None
         if not isinstance(value, dict):
             raise forms.ValidationError("An example must be a JSON object, like the requests the endpoint takes.")
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        limit = settings.EXAMPLE_MAX_BYTES
+        if size > limit:
+            raise forms.ValidationError(
+                f"The request is {_kib(size)}; an example may be at most {_kib(limit)} "
+                "(FONDASI_EXAMPLE_MAX_BYTES). Save a shorter one."
+            )
         return value
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):,.1f} MiB"
 
 
 @login_required
@@ -314,8 +326,12 @@ def save_example(request: HttpRequest, name: str) -> HttpResponse:
     """
     endpoint = get_object_or_404(ServingEndpoint, name=name)
     form = ExampleForm(request.POST)
-    if not form.is_valid():
-        problem = next(iter(form.errors.values()))[0]
+    problem = next(iter(form.errors.values()))[0] if not form.is_valid() else ""
+    limit = settings.EXAMPLES_PER_ENDPOINT
+    if not problem and endpoint.examples.count() >= limit:
+        problem = (f"This endpoint already has {limit} examples, the most it keeps (FONDASI_EXAMPLES_PER_ENDPOINT): "
+                   "delete one before saving another.")
+    if problem:
         response = render(request, "pages/_example_error.html", {"problem": problem}, status=422)
         return reswap(retarget(response, "#save-example-status"), "innerHTML")
     example = ExampleInput.objects.create(

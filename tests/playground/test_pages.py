@@ -300,6 +300,28 @@ def test_it_refuses_to_save_an_example_that_is_not_a_json_object(signed_in, body
     assert not ExampleInput.objects.filter(name="Bad").exists()
 
 
+def test_an_example_larger_than_the_limit_is_refused_naming_both_sizes(signed_in, settings):
+    settings.EXAMPLE_MAX_BYTES = 1024
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * 2000}]}, indent=2)
+    response = signed_in.post(f"/endpoints/{CHAT}/examples", {"name": "Big", "body": body}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 422 and response["HX-Retarget"] == "#save-example-status"
+    assert ("The request is 2.0 KiB; an example may be at most 1.0 KiB (FONDASI_EXAMPLE_MAX_BYTES). "
+            "Save a shorter one.") in response.content.decode()
+    assert not ExampleInput.objects.filter(name="Big").exists()
+
+
+def test_an_endpoint_keeps_at_most_the_examples_limit(signed_in, settings):
+    settings.EXAMPLES_PER_ENDPOINT = ExampleInput.objects.filter(endpoint__name=CHAT).count() + 1
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}]})
+    assert signed_in.post(f"/endpoints/{CHAT}/examples", {"name": "One more", "body": body},
+                          HTTP_HX_REQUEST="true").status_code == 200
+    response = signed_in.post(f"/endpoints/{CHAT}/examples", {"name": "Too many", "body": body}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 422
+    assert (f"This endpoint already has {settings.EXAMPLES_PER_ENDPOINT} examples, the most it keeps "
+            "(FONDASI_EXAMPLES_PER_ENDPOINT): delete one before saving another.") in response.content.decode()
+    assert not ExampleInput.objects.filter(name="Too many").exists()
+
+
 def test_only_the_author_deletes_a_saved_example(signed_in, alice, django_user_model):
     endpoint = ServingEndpoint.objects.get(name=CHAT)
     bob = django_user_model.objects.create_user("bob", password="builder-42")
