@@ -9,12 +9,17 @@ from __future__ import annotations
 import base64
 import json
 import pprint
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.db.models.functions import Length
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from endpoints import images as pipeline
 from endpoints import registry
@@ -33,21 +38,30 @@ SAMPLE_PROMPTS = [
 ]
 DEFAULT_PARAMS = {"temperature": 0.7, "max_tokens": 256, "top_p": "", "stop": "", "thinking": False, "budget_tokens": 64}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # one file; the pipeline then scales it down
+#: Longest example prompt offered as a one-click prompt (the page carries each one whole).
+MAX_EXAMPLE_PROMPT_CHARS = 4000
 
 
 def example_prompts(limit: int = 12) -> list[tuple[str, str, str]]:
     """The chat endpoints' example inputs as one-click prompts: (name, endpoint, last user message).
 
-    Only text prompts are offered; an example whose last user turn holds images or parts stays in
-    the endpoint's Query dialog.
+    Only short text prompts are offered (every page carries them): an example whose last user
+    turn holds images or parts, or is longer than MAX_EXAMPLE_PROMPT_CHARS, stays in the
+    endpoint's Query dialog; bodies larger than EXAMPLE_MAX_BYTES are not even read.
     """
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
     from endpoints.models import ExampleInput
 
     prompts = []
-    for example in ExampleInput.objects.filter(endpoint__task=CHAT).select_related("endpoint")[:100]:
+    examples = (ExampleInput.objects.filter(endpoint__task=CHAT).select_related("endpoint")
+                .alias(size=Length(Cast("body", TextField()))).filter(size__lte=settings.EXAMPLE_MAX_BYTES))
+    for example in examples[:100]:
         messages = example.body.get("messages") if isinstance(example.body, dict) else None
         users = [m for m in messages or () if isinstance(m, dict) and m.get("role") == "user"]
-        if users and isinstance(users[-1].get("content"), str) and users[-1]["content"].strip():
+        content = users[-1].get("content") if users else None
+        if isinstance(content, str) and content.strip() and len(content) <= MAX_EXAMPLE_PROMPT_CHARS:
             prompts.append((example.name, example.endpoint.name, users[-1]["content"]))
         if len(prompts) == limit:
             break
@@ -156,7 +170,8 @@ def upload_images(request: HttpRequest) -> HttpResponse:
     files that did pass are kept and shown.
     """
     files = request.FILES.getlist("images")
-    uploaded, errors = [], []
+    uploaded, errors, notices = [], [], []
+    quota_bytes = settings.PLAYGROUND_IMAGE_QUOTA_BYTES
     if not files:
         errors.append("Choose an image file (JPEG, PNG, GIF or WebP).")
     for number, upload in enumerate(files[:MAX_IMAGES]):
@@ -169,13 +184,47 @@ def upload_images(request: HttpRequest) -> HttpResponse:
         except ServingError as exc:
             errors.append(f"{name}: {exc.message}")
             continue
+        if len(prepared.data_url) > quota_bytes:
+            errors.append(f"{name}: even scaled down it is {_mib(len(prepared.data_url))}, more than the "
+                          f"{_mib(quota_bytes)} a person may keep uploaded (FONDASI_PLAYGROUND_IMAGE_QUOTA_BYTES).")
+            continue
         report = prepared.report()
         image = PlaygroundImage.objects.create(user=request.user, name=name[:255], data_url=prepared.data_url, report=report)
         uploaded.append({"id": str(image.id), "name": image.name, **report})
     if len(files) > MAX_IMAGES:
         errors.append(f"At most {MAX_IMAGES} images per message; the rest were not attached.")
-    return render(request, "playground/_thumbs.html", {"images": uploaded, "errors": errors},
+    removed = keep_within_quota(request.user, {im["id"] for im in uploaded})
+    if removed:
+        notices.append(
+            f"Your {removed} oldest uploaded image{'s' * (removed != 1)} {'were' if removed != 1 else 'was'} removed: "
+            f"a person keeps at most {settings.PLAYGROUND_IMAGE_QUOTA} images and {_mib(quota_bytes)} uploaded "
+            "(FONDASI_PLAYGROUND_IMAGE_QUOTA, FONDASI_PLAYGROUND_IMAGE_QUOTA_BYTES). Attach an image again to send it."
+        )
+    return render(request, "playground/_thumbs.html", {"images": uploaded, "errors": errors, "notices": notices},
                   status=400 if errors and not uploaded else 200)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB"
+
+
+def keep_within_quota(user: Any, new: set[str]) -> int:
+    """Delete ``user``'s oldest uploads beyond the quota (count and bytes), never one of ``new``
+    (this request's); how many were deleted."""
+    count, size = settings.PLAYGROUND_IMAGE_QUOTA, settings.PLAYGROUND_IMAGE_QUOTA_BYTES
+    mine = PlaygroundImage.objects.filter(user=user).annotate(size=Length("data_url"))
+    rows = [(str(pk), n) for pk, n in mine.order_by("-created_at").values_list("pk", "size")]
+    rows.sort(key=lambda row: row[0] not in new)  # this request's first (stable: then newest first)
+    kept = used = 0
+    doomed = []
+    for pk, n in rows:
+        if pk in new or (kept < count and used + n <= size):
+            kept, used = kept + 1, used + n
+        else:
+            doomed.append(pk)
+    if doomed:
+        PlaygroundImage.objects.filter(user=user, pk__in=doomed).delete()
+    return len(doomed)
 
 
 @login_required
@@ -192,26 +241,66 @@ def image(request: HttpRequest, pk) -> HttpResponse:
 
 # --- Get code ---------------------------------------------------------------------------------
 
+# A number from the pane's settings: finite (JSON's 1e400 parses as infinity), an int kept an int.
+Number = Annotated[int, Field(strict=True)] | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class CodeParams(BaseModel):
+    """A pane's settings as the page sends them (``paneSettings`` in static/js/playground.js)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    temperature: Number | None = None
+    max_tokens: Number | None = None
+    top_p: Number | None = None
+    stop: list[str] | str | None = None
+    thinking: bool = False
+    budget_tokens: Number | None = None
+
+
+class CodeRequest(BaseModel):
+    """The body of ``POST /playground/code``: every field typed, nothing else accepted."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    pane: int = Field(0, ge=0)
+    endpoint: str = Field(min_length=1)
+    system: str | None = None
+    params: CodeParams | None = None
+    conversation: int | None = Field(None, ge=1, lt=2**63)  # a database id
+    prompt: str | None = None
+    images: list[uuid.UUID] | None = Field(None, max_length=MAX_IMAGES)
+
+
+def _code_problem(exc: ValidationError) -> str:
+    """The first problem of a Get code body, as a sentence (never the input itself)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "json_invalid":
+        return "Malformed request for Get code: the body is not valid JSON."
+    if not where:
+        return "Malformed request for Get code: the body must be a JSON object."
+    return f"Malformed request for Get code: '{where}': {error['msg']}."
+
+
 @login_required
 @require_POST
 def code(request: HttpRequest) -> HttpResponse:
-    """The current pane's request as OpenAI-Python and curl: its system prompt, its own thread, the prompt."""
+    """The current pane's request as OpenAI-Python and curl: its system prompt, its own thread, the prompt.
+
+    A body of the wrong shape is a 400 naming the field (a fragment the page shows where the code goes).
+    """
     try:
-        data = json.loads(request.body)
-        index = int(data.get("pane", 0))
-        spec = {"endpoint": str(data["endpoint"]), "system": str(data.get("system") or ""),
-                "params": dict(data.get("params") or {})}
-    except (ValueError, KeyError, TypeError):
-        return HttpResponseBadRequest("Malformed request for Get code.", content_type="text/plain")
+        data = CodeRequest.model_validate_json(request.body)
+    except ValidationError as exc:
+        return HttpResponseBadRequest(format_html('<p class="error-text" role="alert">{}</p>', _code_problem(exc)))
+    params = data.params.model_dump(exclude_none=True) if data.params else {}
+    spec = {"endpoint": data.endpoint, "system": data.system or "", "params": params}
     history: list = []
-    conversation_id = data.get("conversation")
-    if isinstance(conversation_id, int):
-        conversation = Conversation.objects.filter(pk=conversation_id, user=request.user).first()
-        if conversation is not None and index < len(conversation.panes):
-            history = conversation.panes[index].get("messages", [])
-    images = PlaygroundImage.objects.filter(pk__in=[i for i in data.get("images") or [] if isinstance(i, str)][:MAX_IMAGES],
-                                            user=request.user) if data.get("images") else []
-    prompt = str(data.get("prompt") or "Hello!")
+    if data.conversation is not None:
+        conversation = Conversation.objects.filter(pk=data.conversation, user=request.user).first()
+        if conversation is not None and data.pane < len(conversation.panes):
+            history = conversation.panes[data.pane].get("messages", [])
+    images = PlaygroundImage.objects.filter(pk__in=data.images, user=request.user) if data.images else []
+    prompt = data.prompt or "Hello!"
     body = request_body({**spec, "messages": history},
                         {"role": "user", "content": user_content(prompt, [{"data_url": i.data_url} for i in images])})
     body = shorten_images(body)

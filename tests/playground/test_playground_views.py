@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -108,15 +109,89 @@ def test_someone_elses_image_is_a_404(signed_in, bob):
     assert signed_in.get(f"/playground/images/{image.id}").status_code == 404
 
 
-def test_get_code_shows_the_panes_request(signed_in):
-    response = signed_in.post("/playground/code", {
+def test_get_code_shows_the_panes_request(signed_in, alice):
+    image = PlaygroundImage.objects.create(user=alice, data_url="data:image/png;base64," + "A" * 100, report={})
+    response = signed_in.post("/playground/code", {  # all that the page sends (paneSettings in playground.js)
         "pane": 0, "endpoint": "local-smollm2-chat", "system": "Be brief.", "prompt": "Hi <there>",
-        "params": {"temperature": 0.2, "max_tokens": 64, "thinking": True, "budget_tokens": 16},
+        "conversation": None, "images": [str(image.id)],
+        "params": {"temperature": 0.2, "max_tokens": 64, "top_p": None, "stop": ["END"], "thinking": True,
+                   "budget_tokens": 16},
     }, content_type="application/json")
     html = response.content.decode()
     assert response.status_code == 200
     assert 'model="local-smollm2-chat"' in html and "Be brief." in html and "Hi &lt;there&gt;" in html
     assert "temperature=0.2" in html and "budget_tokens" in html and "/serving-endpoints/local-smollm2-chat/invocations" in html
+    assert "max_tokens=64" in html and "&#x27;END&#x27;" in html and "data:image/png;base64,AAAA" in html
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ("[]", "the body must be a JSON object"),
+    ("1", "the body must be a JSON object"),
+    ("null", "the body must be a JSON object"),
+    ("{oops", "the body is not valid JSON"),
+    ('{"endpoint": "local-smollm2-chat", "pane": 1e400}', "'pane': Input should be a valid integer"),
+    ('{"endpoint": "local-smollm2-chat", "pane": -1}', "'pane': Input should be greater than or equal to 0"),
+    ('{"endpoint": "local-smollm2-chat", "images": "abc"}', "'images': Input should be a valid array"),
+    ('{"endpoint": "local-smollm2-chat", "images": ["abc"]}', "'images.0': Input should be a valid UUID"),
+    ('{"endpoint": "local-smollm2-chat", "conversation": 1e400}', "'conversation': Input should be a valid integer"),
+    ('{"endpoint": "local-smollm2-chat", "conversation": 99999999999999999999}', "'conversation': Input should be less than"),
+    ('{"pane": 0}', "'endpoint': Field required"),
+    ('{"endpoint": 7}', "'endpoint': Input should be a valid string"),
+    ('{"endpoint": "local-smollm2-chat", "system": ["x"]}', "'system': Input should be a valid string"),
+    ('{"endpoint": "local-smollm2-chat", "prompt": {}}', "'prompt': Input should be a valid string"),
+    ('{"endpoint": "local-smollm2-chat", "params": []}', "'params': Input should be an object"),
+    ('{"endpoint": "local-smollm2-chat", "params": {"temperature": 1e400}}', "'params.temperature"),
+    ('{"endpoint": "local-smollm2-chat", "params": {"max_tokens": "64"}}', "'params.max_tokens"),
+    ('{"endpoint": "local-smollm2-chat", "params": {"stop": [1]}}', "'params.stop"),
+    ('{"endpoint": "local-smollm2-chat", "params": {"thinking": "yes"}}', "'params.thinking': Input should be a valid boolean"),
+    ('{"endpoint": "local-smollm2-chat", "params": {"nope": 1}}', "'params.nope': Extra inputs are not permitted"),
+    ('{"endpoint": "local-smollm2-chat", "surprise": 1}', "'surprise': Extra inputs are not permitted"),
+])
+def test_get_code_answers_a_body_of_the_wrong_shape_with_a_400_naming_the_field(signed_in, body, problem):
+    response = signed_in.post("/playground/code", body, content_type="application/json")
+    assert response.status_code == 400
+    assert f"Malformed request for Get code: {problem}" in unescape(response.content.decode())
+
+
+def test_uploads_past_the_quota_remove_the_oldest_and_say_so(signed_in, alice, settings):
+    settings.PLAYGROUND_IMAGE_QUOTA = 2
+    first, second = [signed_in.post("/playground/images", {"images": png(40, 40)}) for _ in range(2)]
+    assert first.status_code == second.status_code == 200 and "removed" not in second.content.decode()
+    oldest = PlaygroundImage.objects.filter(user=alice).order_by("created_at").first()
+    third = signed_in.post("/playground/images", {"images": png(40, 40)})
+    html = third.content.decode()
+    assert third.status_code == 200 and "data-image-id" in html
+    assert ("Your 1 oldest uploaded image was removed: a person keeps at most 2 images and 50.0 MiB uploaded "
+            "(FONDASI_PLAYGROUND_IMAGE_QUOTA, FONDASI_PLAYGROUND_IMAGE_QUOTA_BYTES).") in html
+    assert PlaygroundImage.objects.filter(user=alice).count() == 2
+    assert signed_in.get(f"/playground/images/{oldest.id}").status_code == 404
+
+
+def test_uploads_past_the_byte_quota_remove_the_oldest_and_one_larger_than_it_is_refused(signed_in, alice, settings):
+    signed_in.post("/playground/images", {"images": png(40, 40)})
+    size = len(PlaygroundImage.objects.get(user=alice).data_url)
+    settings.PLAYGROUND_IMAGE_QUOTA_BYTES = size + size // 2  # one image fits, two do not
+    response = signed_in.post("/playground/images", {"images": png(40, 40)})
+    assert response.status_code == 200 and "Your 1 oldest uploaded image was removed" in response.content.decode()
+    assert PlaygroundImage.objects.filter(user=alice).count() == 1
+    response = signed_in.post("/playground/images", {"images": png(1000, 1000)})
+    assert response.status_code == 400
+    assert "big.png: even scaled down it is " in response.content.decode()
+    assert (f"KiB, more than the {settings.PLAYGROUND_IMAGE_QUOTA_BYTES / 1024:.1f} KiB a person may keep uploaded "
+            "(FONDASI_PLAYGROUND_IMAGE_QUOTA_BYTES).") in response.content.decode()
+    assert PlaygroundImage.objects.filter(user=alice).count() == 1
+
+
+def test_a_huge_example_is_not_carried_by_every_playground_page(signed_in, settings):
+    from endpoints.models import ExampleInput, ServingEndpoint
+
+    chat = ServingEndpoint.objects.create(name="chat-big", task="llm/v1/chat")
+    ExampleInput.objects.create(endpoint=chat, name="Huge", body={"messages": [{"role": "user", "content": "x" * 300_000}]})
+    ExampleInput.objects.create(endpoint=chat, name="Long", body={"messages": [{"role": "user", "content": "y" * 5000}]})
+    ExampleInput.objects.create(endpoint=chat, name="Short", body={"messages": [{"role": "user", "content": "Hi"}]})
+    html = signed_in.get("/playground/").content.decode()
+    assert 'data-prompt="Hi"' in html and "Huge" not in html and "Long" not in html
+    assert len(html) < 100_000
 
 
 def test_markdown_from_a_model_cannot_carry_script_urls_or_handlers():
