@@ -10,6 +10,7 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 
 from tests.conftest import api_client
@@ -83,6 +84,12 @@ def test_a_gigabyte_without_a_token_is_401_before_the_body_is_sent(fondasi_serve
     answer = headers_only(fondasi_server, "POST", INVOCATIONS, {**JSON, "Content-Length": str(GIB)})
     assert answer.status == 401 and answer.json()["error_code"] == "UNAUTHENTICATED"
     assert answer.headers["connection"] == "close"
+    # A small body is read and answered by the view, as before.
+    small = httpx.post(fondasi_server.url + INVOCATIONS, json={"messages": []})
+    assert small.status_code == 401 and small.json()["error_code"] == "UNAUTHENTICATED"
+    served = httpx.post(fondasi_server.url + "/serving-endpoints/no-such-endpoint/invocations", json={"messages": []},
+                        headers={"Authorization": f"Bearer {fondasi_server.token}"})
+    assert served.status_code == 404 and served.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
 
 def test_a_large_body_with_a_wrong_token_is_401_before_the_body_is_sent(fondasi_server):
@@ -90,17 +97,7 @@ def test_a_large_body_with_a_wrong_token_is_401_before_the_body_is_sent(fondasi_
         answer = headers_only(fondasi_server, "POST", route,
                               {**JSON, "Content-Length": str(LIMIT), "Authorization": "Bearer dapi-not-a-token"})
         assert answer.status == 401 and answer.json()["error_code"] == "UNAUTHENTICATED", route
-
-
-def test_a_body_over_the_limit_is_413_before_it_is_sent_even_with_a_valid_token(fondasi_server):
-    answer = headers_only(fondasi_server, "POST", INVOCATIONS,
-                          {**JSON, "Content-Length": str(LIMIT + 1), "Authorization": f"Bearer {fondasi_server.token}"})
-    assert answer.status == 413
-    assert answer.json() == {"error_code": "BAD_REQUEST",
-                             "message": f"The request body is larger than the limit of {LIMIT} bytes (32 MiB)."}
-
-
-def test_a_valid_token_may_send_a_large_body_after_100_continue(fondasi_server):
+    # With the right token the same large body is asked for (100 Continue), read and served.
     body = json.dumps({"messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}]}).encode()
     with _connect(fondasi_server) as sock:
         sock.sendall((f"POST /serving-endpoints/no-such-endpoint/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -110,8 +107,15 @@ def test_a_valid_token_may_send_a_large_body_after_100_continue(fondasi_server):
         assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(body)
         answer = _read_answer(sock)
-    # The body was read and the request served: the view's own answer.
     assert answer.status == 404 and answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_sent_even_with_a_valid_token(fondasi_server):
+    answer = headers_only(fondasi_server, "POST", INVOCATIONS,
+                          {**JSON, "Content-Length": str(LIMIT + 1), "Authorization": f"Bearer {fondasi_server.token}"})
+    assert answer.status == 413
+    assert answer.json() == {"error_code": "BAD_REQUEST",
+                             "message": f"The request body is larger than the limit of {LIMIT} bytes (32 MiB)."}
 
 
 @pytest.mark.parametrize(("path", "shape"), [
@@ -131,6 +135,19 @@ def test_requests_without_credentials_may_send_only_a_small_body(fondasi_server,
         assert answer.json()["error_code"] == "BAD_REQUEST"
 
 
+def test_a_signed_in_session_may_send_a_large_body_and_a_forged_one_may_not(fondasi_server):
+    with httpx.Client(base_url=fondasi_server.url) as browser:
+        browser.get("/login/")
+        browser.post("/login/", data={"username": fondasi_server.username, "password": fondasi_server.password,
+                                      "csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+        assert "sessionid" in browser.cookies
+        upload = {"images": ("big.txt", b"x" * (SMALL * 4), "text/plain")}
+        signed_in = browser.post("/playground/images", files=upload, headers={"X-CSRFToken": browser.cookies["csrftoken"]})
+        assert signed_in.status_code == 400 and b"Request too large" not in signed_in.content  # the view's answer
+        forged = httpx.post(fondasi_server.url + "/playground/images", files=upload, cookies={"sessionid": "forged"})
+        assert forged.status_code == 413 and b"sign in first" in forged.content
+
+
 def test_a_chunked_body_is_counted_as_it_streams_and_cut_at_the_limit(fondasi_server):
     """No Content-Length: the sign-in page takes 64 KiB; the 413 comes although the client goes on."""
     with _connect(fondasi_server) as sock:
@@ -142,16 +159,6 @@ def test_a_chunked_body_is_counted_as_it_streams_and_cut_at_the_limit(fondasi_se
         sock.sendall(b"0\r\n\r\n")
         answer = _read_answer(sock)
     assert answer.status == 413 and b"Request too large" in answer.body
-
-
-def test_small_bodies_are_served_as_before(fondasi_server):
-    import httpx
-
-    ok = httpx.post(fondasi_server.url + "/serving-endpoints/no-such-endpoint/invocations", json={"messages": []},
-                    headers={"Authorization": f"Bearer {fondasi_server.token}"})
-    assert ok.status_code == 404 and ok.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
-    unauthenticated = httpx.post(fondasi_server.url + INVOCATIONS, json={"messages": []})
-    assert unauthenticated.status_code == 401 and unauthenticated.json()["error_code"] == "UNAUTHENTICATED"
 
 
 # --- the ASGI layer, as any ASGI server that streams bodies would drive it ---------------------
@@ -224,8 +231,6 @@ def test_no_static_path_reaches_outside_the_static_roots(fondasi_server):
 # --- logs ----------------------------------------------------------------------------------------
 
 def test_a_client_request_id_with_newlines_stays_on_one_log_line(fondasi_server):
-    import httpx
-
     forged = "abc\nFORGED-LINE endpoint=admin-secrets\r\nFORGED-TOO"
     response = httpx.post(fondasi_server.url + "/serving-endpoints/fake-vision/invocations",
                           json={"messages": [{"role": "user", "content": "hi"}], "client_request_id": forged},
