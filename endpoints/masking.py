@@ -4,7 +4,7 @@ and the admin.
 :func:`masked` returns a copy of a config in which
 
 - every field that holds a credential by its name is masked (:func:`is_secret_field`: any
-  ``*_plaintext`` field, and the names :func:`endpoints.secrets.is_credential` knows — ``*_key``,
+  ``*_plaintext`` field, and the names :func:`is_credential` knows — ``*_key``,
   token, secret, password, … — plus cookies), whatever its type;
 - the ``value`` of a ``{"key" | "name" | "header": <credential header>, "value": …}`` pair is masked
   (a header given as name and value, e.g. ``{"name": "Authorization", "value": "Bearer …"}``);
@@ -14,7 +14,7 @@ and the admin.
   and an authorization value (``Bearer ••••abcd``);
 - a secret reference ``{{secrets/scope/key}}`` shows as written: it names a secret, it is not one.
 
-A masked credential is ``••••`` plus at most its last 4 characters (:func:`endpoints.secrets.mask_value`).
+A masked credential is ``••••`` plus at most its last 4 characters (:func:`mask_value`).
 The walk is iterative: however deep a stored config is nested, showing it cannot exhaust the stack.
 
 :func:`find_mask` finds a masked value sent back (an answer reused as an update body), and
@@ -27,9 +27,22 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .secrets import MASK, PLAINTEXT, is_credential, mask_value, parse_reference
+# Only names from secrets; secrets never imports this module (no cycle).
+from .secrets import PLAINTEXT, parse_reference
 
-__all__ = ["MASK", "find_mask", "is_secret_field", "is_secret_metadata", "mask_text", "masked", "unmask"]
+__all__ = [
+    "MASK", "find_mask", "is_credential", "is_secret_field", "is_secret_metadata", "mask_text", "mask_value",
+    "masked", "unmask",
+]
+
+MASK = "••••"
+
+# Field names that hold credentials (checked without a ``_plaintext`` suffix): any "key"
+# (openai_api_key, anthropic_api_key, x-api-key, aws_access_key_id, private_key — Vertex AI's
+# service-account key), "token" but not "tokens" (databricks_api_token, bearer_token_auth.token,
+# aws_session_token; not max_tokens), "secret" (aws_secret_access_key, client_secret,
+# microsoft_entra_client_secret), password, passphrase, credential(s), authorization.
+_CREDENTIAL_NAME = re.compile(r"key|token(?!s)|secret|password|passphrase|credential|authorization", re.IGNORECASE)
 
 # Provider metadata (``Provider.describe``) promises no secrets; it is masked anyway, but counts
 # such as ``default_max_tokens`` are not credentials.
@@ -53,9 +66,30 @@ _PAIR_NAMES = ("key", "name", "header")
 _BARE_PARAMETER_LEN = 16
 
 
+def is_credential(path: str) -> bool:
+    """Whether the config field at dotted ``path`` holds a credential: by its own name (see
+    ``_CREDENTIAL_NAME``), except in ``api_key_auth`` (the custom provider's header), where
+    ``value`` is the credential and ``key`` the header's name."""
+    parts = path.split(".")
+    name = parts[-1].removesuffix(PLAINTEXT)
+    if len(parts) > 1 and parts[-2] == "api_key_auth":
+        return name == "value"
+    return bool(_CREDENTIAL_NAME.search(name))
+
+
+def mask_value(value: Any) -> str:
+    """``••••`` plus at most the last 4 characters: enough to recognise a key, never to use it.
+
+    Short values show no characters at all (four of eight would give half the secret away).
+    """
+    if isinstance(value, str) and len(value) >= 16:
+        return MASK + value[-4:]
+    return MASK
+
+
 def is_secret_field(path: str) -> bool:
     """Whether the config field at dotted ``path`` holds a credential by its name: every
-    ``*_plaintext`` field, every name :func:`endpoints.secrets.is_credential` knows, and cookies."""
+    ``*_plaintext`` field, every name :func:`is_credential` knows, and cookies."""
     name = path.rsplit(".", 1)[-1]
     return name.endswith(PLAINTEXT) or is_credential(path) or "cookie" in name.lower()
 

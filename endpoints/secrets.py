@@ -33,9 +33,9 @@ that saves a provider config makes (the management API, the endpoints file as it
 admin): each reference needs ``READ`` on its scope, else :class:`PermissionDenied` names the
 scope, the permission and how to grant it.
 
-**Masking.** :func:`mask` is how a config is shown: references as written, credentials as
-``••••`` plus at most their last 4 characters (see :func:`is_credential` for which fields are
-credentials). No value reaches a log line, an error message or a repr.
+**Masking.** How a config is shown (references as written, credentials masked) is
+:mod:`endpoints.masking`, the one masking of the API, the pages and the admin; it imports this
+module, never the other way round. No value reaches a log line, an error message or a repr.
 """
 from __future__ import annotations
 
@@ -59,7 +59,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # endpoints.models.Secret's
 NAME_RULE = "1–100 letters, digits, '.', '_' or '-'"
 REFERENCE = re.compile(r"\{\{secrets/([A-Za-z0-9_.-]{1,100})/([A-Za-z0-9_.-]{1,100})\}\}")
 PLAINTEXT = "_plaintext"
-MASK = "••••"
 #: stands in for a secret that cannot be read yet when a config is validated (:func:`declared`)
 PLACEHOLDER = "<secret>"
 
@@ -542,50 +541,3 @@ def _resolve_value(value: Any, get: Callable[[str, str], str], path: str) -> Any
     except SecretsError as exc:
         raise type(exc)(f"field '{path}': {exc.message}") from None
 
-
-# --- masking -------------------------------------------------------------------------------
-
-# Field names that hold credentials (checked without a ``_plaintext`` suffix): any "key"
-# (openai_api_key, anthropic_api_key, x-api-key, aws_access_key_id, private_key — Vertex AI's
-# service-account key), "token" but not "tokens" (databricks_api_token, bearer_token_auth.token,
-# aws_session_token; not max_tokens), "secret" (aws_secret_access_key, client_secret,
-# microsoft_entra_client_secret), password, passphrase, credential(s), authorization.
-_CREDENTIAL_NAME = re.compile(r"key|token(?!s)|secret|password|passphrase|credential|authorization", re.IGNORECASE)
-
-
-def is_credential(path: str) -> bool:
-    """Whether the config field at dotted ``path`` holds a credential: by its own name (see
-    ``_CREDENTIAL_NAME``), except in ``api_key_auth`` (the custom provider's header), where
-    ``value`` is the credential and ``key`` the header's name."""
-    parts = path.split(".")
-    name = parts[-1].removesuffix(PLAINTEXT)
-    if len(parts) > 1 and parts[-2] == "api_key_auth":
-        return name == "value"
-    return bool(_CREDENTIAL_NAME.search(name))
-
-
-def mask_value(value: Any) -> str:
-    """``••••`` plus at most the last 4 characters: enough to recognise a key, never to use it.
-
-    Short values show no characters at all (four of eight would give half the secret away).
-    """
-    if isinstance(value, str) and len(value) >= 16:
-        return MASK + value[-4:]
-    return MASK
-
-
-def mask(config: Any, is_secret: Callable[[str], bool] = is_credential, prefix: str = "") -> Any:
-    """``config`` as it may be shown: every credential field (by ``is_secret`` on its dotted path)
-    masked with :func:`mask_value`, whatever its type, except a secret reference, shown as written."""
-    if isinstance(config, Mapping):
-        out: dict[str, Any] = {}
-        for name, value in config.items():
-            path = f"{prefix}.{name}" if prefix else str(name)
-            if is_secret(path) and not isinstance(value, Mapping) and parse_reference(value) is None:
-                out[name] = mask_value(value)
-            else:
-                out[name] = mask(value, is_secret, path)
-        return out
-    if isinstance(config, list):
-        return [mask(item, is_secret, prefix) for item in config]
-    return config

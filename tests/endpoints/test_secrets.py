@@ -20,6 +20,7 @@ from django.core.management import CommandError, call_command
 
 from endpoints import secrets
 from endpoints.config import ConfigError, parse_text
+from endpoints.masking import masked
 from endpoints.models import Secret
 from endpoints.providers import http
 from tests.conftest import ROOT, api_client
@@ -212,7 +213,7 @@ def test_mask_shows_references_and_masks_every_documented_credential():
         "api_key_auth": {"key": "X-Api-Key", "value": "header-value-0123456789"},
         "bearer_token_auth": {"token": "{{secrets/hdr/token}}"},
     }
-    assert secrets.mask(config) == {
+    assert masked(config) == {
         "openai_api_base": "https://vendor.example/v1",
         "openai_api_key": "{{secrets/openai/key}}",
         "anthropic_api_key_plaintext": "••••cdef",
