@@ -9,6 +9,10 @@ Who saves a config is checked too (:func:`check_entity`): each ``{{secrets/scope
 (:func:`file_owner`): the user ``ENDPOINTS_FILE_OWNER`` names, or by default the server's operator
 (:data:`endpoints.secrets.OPERATOR`, with every permission) — whoever can write the file on the
 server can read the secrets key and the database beside it anyway.
+The file is bounded as the other surfaces are: its text nests at most :data:`MAX_FILE_DEPTH`
+levels, provider configs, tags and descriptions are checked by :mod:`endpoints.json_limits` as the
+management API and the admin check them, and examples as the pages check saved ones
+(``EXAMPLES_PER_ENDPOINT``, ``EXAMPLE_MAX_BYTES``) — before anything walks them recursively.
 :func:`load_file` raises :class:`ConfigError` naming the file, the line and the problem; nothing
 is changed in the registry then, so the last good configuration keeps serving.
 """
@@ -25,6 +29,7 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ServingError
+from .json_limits import MAX_CONFIG_DEPTH, MAX_DEPTH, MAX_DESCRIPTION_CHARS, check_json, check_text, measure
 from .models import NAME_PATTERN, NAME_RULE, ExampleInput, ServedEntity, ServingEndpoint
 from .schemas import TASKS, parse
 
@@ -103,17 +108,9 @@ class ExampleDecl(_Strict):
     """An example input shown by the Query dialog's **Show Example**: a request body for the task."""
 
     name: str = Field(min_length=1, max_length=100)
+    # Made plain JSON by parse_text (:func:`_bound_examples`), once its depth and size are known to
+    # be within bounds: YAML aliases can make a short file hold a value far deeper or larger than its text.
     body: dict[str, Any]
-
-    @field_validator("body")
-    @classmethod
-    def _json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # YAML has values JSON lacks (dates, sets…); the body is stored as JSON, so it must be JSON.
-        # The round trip also turns the loader's line-tracking mappings into plain dicts.
-        try:
-            return json.loads(json.dumps(value))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"an example body must be plain JSON ({exc})") from None
 
 
 class EndpointDecl(_Strict):
@@ -254,12 +251,120 @@ def file_owner(path: str = "<endpoints>") -> Any:
     return owner
 
 
+#: Levels of mappings and lists the file's text may nest: an example body (32 levels, the most
+#: any field may hold) sits 5 levels down. Deeper text would exhaust PyYAML's recursive composer
+#: (about 300 levels) before any field could be checked.
+MAX_FILE_DEPTH = MAX_DEPTH + 16
+
+
+def _check_nesting(text: str, path: str) -> None:
+    """ConfigError at the line where the text nests past :data:`MAX_FILE_DEPTH`, naming the field.
+
+    Walks PyYAML's event stream, which its parser makes without recursion."""
+    # Per open collection: [is a mapping, next node is a key, its key (or index), its name]
+    stack: list[list[Any]] = []
+    for event in yaml.parse(text, Loader=_LineLoader):
+        if isinstance(event, yaml.CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        name = ""
+        if stack:
+            top = stack[-1]
+            if top[0] and top[1]:  # a key
+                top[1], top[2] = False, event.value if isinstance(event, yaml.ScalarEvent) else "?"
+                if not isinstance(event, yaml.CollectionStartEvent):
+                    continue
+            elif top[0]:  # a value
+                top[1] = True
+                name = str(top[2])
+            else:
+                name, top[2] = str(top[2]), top[2] + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            parent = stack[-1][3] if stack else ""
+            stack.append([isinstance(event, yaml.MappingStartEvent), True, 0, f"{parent}.{name}".strip(".")])
+            if len(stack) > MAX_FILE_DEPTH:
+                field = ".".join(stack[-1][3].split(".")[:8])
+                raise ConfigError(
+                    path, event.start_mark.line + 1,
+                    f"'{field}' is nested more than {MAX_FILE_DEPTH} levels deep in the file; a provider config "
+                    f"may hold at most {MAX_CONFIG_DEPTH} levels, an example body {MAX_DEPTH}",
+                )
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):,.1f} MiB"
+
+
+def _bound(ep: EndpointDecl, index: int, data: Any, path: str) -> None:
+    """ConfigError naming the endpoint and the field when ``ep``'s description, tags or a provider
+    config is past the limits the management API and the admin enforce (:mod:`endpoints.json_limits`)."""
+    # (where in the file, the value, its name in messages as the management API names it, its depth limit)
+    fields: list[tuple[tuple, Any, str, int]] = [(("tags",), ep.tags, "tags", MAX_DEPTH)]
+    for e_index, entity in enumerate(ep.served_entities):
+        if entity.external_model is not None:
+            key = next(iter(entity.external_model.model_extra or {}), "config")
+            fields.append((("served_entities", e_index, "external_model", key), entity.external_model.provider_config,
+                           f"served_entities.{e_index}.external_model.{key}", MAX_CONFIG_DEPTH))
+    loc: tuple = ("description",)
+    try:
+        check_text(ep.description, "description", MAX_DESCRIPTION_CHARS)
+        for loc, value, field, max_depth in fields:
+            check_json(value, field, max_depth=max_depth)
+    except ServingError as exc:
+        raise ConfigError(path, _line_of(data, ("endpoints", index, *loc)), f"endpoint '{ep.name}': {exc.message}") from None
+
+
+def _bound_examples(ep: EndpointDecl, index: int, data: Any, path: str) -> None:
+    """Bound ``ep``'s examples as the pages bound saved ones (``EXAMPLES_PER_ENDPOINT``,
+    ``EXAMPLE_MAX_BYTES`` of compact JSON, :data:`~endpoints.json_limits.MAX_DEPTH` levels) and make
+    each body plain JSON; ConfigError naming the endpoint, the example and the limit."""
+    from django.conf import settings
+
+    count, limit = settings.EXAMPLES_PER_ENDPOINT, settings.EXAMPLE_MAX_BYTES
+    if len(ep.examples) > count:
+        extra = ep.examples[count]
+        raise ConfigError(
+            path, _line_of(data, ("endpoints", index, "examples", count)),
+            f"endpoint '{ep.name}', example '{extra.name}': an endpoint keeps at most {count} examples "
+            f"(FONDASI_EXAMPLES_PER_ENDPOINT); the file declares {len(ep.examples)}",
+        )
+    for x_index, example in enumerate(ep.examples):
+        where = f"endpoint '{ep.name}', example '{example.name}'"
+        line = _line_of(data, ("endpoints", index, "examples", x_index, "body"))
+        # Iteratively, and only so far: an aliased body may be far deeper or larger than its text.
+        depth, approximate = measure(example.body, stop_depth=MAX_DEPTH, stop_bytes=4 * limit)
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                path, line, f"{where}: Invalid 'examples.{x_index}.body': it is nested more than {MAX_DEPTH} "
+                f"levels deep; at most {MAX_DEPTH} levels are allowed.",
+            )
+        size = None  # far past the limit (the approximate size errs by a byte per true or null): not serialized
+        if approximate <= 4 * limit:
+            # YAML has values JSON lacks (dates, sets…); the body is stored as JSON, so it must be JSON.
+            # The round trip also turns the loader's line-tracking mappings into plain dicts.
+            try:
+                compact = json.dumps(example.body, ensure_ascii=False, separators=(",", ":"))
+                size = len(compact.encode("utf-8"))
+                example.body = json.loads(compact)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(path, line, f"{where}: an example body must be plain JSON ({exc})") from None
+        if size is None or size > limit:
+            shown = f"more than {_kib(4 * limit)}" if size is None else _kib(size)
+            raise ConfigError(
+                path, line, f"{where}: its body is {shown} of JSON; an example may be at most {_kib(limit)} "
+                "(FONDASI_EXAMPLE_MAX_BYTES)",
+            )
+
+
 def parse_text(text: str, path: str = "<endpoints>", owner: Any = None) -> list[EndpointDecl]:
     """Parse and validate a YAML document; ConfigError on the first problem.
 
     Configs are checked as ``owner`` would save them (default: :func:`file_owner`).
     """
     try:
+        _check_nesting(text, path)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -275,6 +380,10 @@ def parse_text(text: str, path: str = "<endpoints>", owner: Any = None) -> list[
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         raise ConfigError(path, _line_of(data, err["loc"]), field_problem(err)) from None
+    # Depth and size first: the checks below walk the configs and bodies recursively.
+    for index, ep in enumerate(decl.endpoints):
+        _bound(ep, index, data, path)
+        _bound_examples(ep, index, data, path)
     if owner is None and any(e.external_model for ep in decl.endpoints for e in ep.served_entities):
         owner = file_owner(path)
     for index, ep in enumerate(decl.endpoints):

@@ -107,3 +107,102 @@ def test_the_shipped_file_declares_the_three_embedded_endpoints(settings):
         ("local-smollm2-completions", "llm/v1/completions"),
         ("local-minilm-embeddings", "llm/v1/embeddings"),
     }
+
+
+# --- the file's JSON is bounded as the management API, the admin and the pages bound it ----------
+
+EXAMPLES = textwrap.dedent("""\
+    endpoints:
+      - name: chat-x
+        task: llm/v1/chat
+        served_entities:
+          - foundation_model: {name: smollm2-135m-instruct}
+        examples:
+          - name: First
+            body: {messages: [{role: user, content: "Hi"}]}
+          - name: Second
+            body: {messages: [{role: user, content: "%s"}]}
+          - name: Third
+            body: {messages: [{role: user, content: "Bye"}]}
+    """)
+
+
+def external(config: str, tags: str = "{}") -> str:
+    """A file with one external entity whose openai_config is ``config`` (flow YAML)."""
+    return textwrap.dedent("""\
+        endpoints:
+          - name: vendor
+            task: llm/v1/chat
+            tags: %s
+            served_entities:
+              - name: gpt
+                external_model:
+                  name: gpt-4o
+                  provider: openai-compatible
+                  openai_config: %s
+        """) % (tags, config)
+
+
+def chain(depth: int) -> str:
+    """A flow list whose last item is ``depth`` mappings deep, each aliasing the one before: the
+    text nests three levels, the value ``depth``."""
+    items = ["&a0 {n: 1}"] + [f"&a{i} {{n: *a{i - 1}}}" for i in range(1, depth)]
+    return "[" + ", ".join(items) + "]"
+
+
+def test_an_example_over_the_size_limit_names_the_endpoint_the_example_and_the_limit(settings):
+    settings.EXAMPLE_MAX_BYTES = 1024
+    err = problem(EXAMPLES % ("x" * 2000))
+    assert err.line == 10
+    assert err.problem == ("endpoint 'chat-x', example 'Second': its body is 2.0 KiB of JSON; an example may be "
+                           "at most 1.0 KiB (FONDASI_EXAMPLE_MAX_BYTES)")
+    # Measured as the pages measure it (compact JSON): 1,024 bytes is within the limit.
+    fits = 1024 - len('{"messages":[{"role":"user","content":""}]}')
+    assert len(parse_text(EXAMPLES % ("x" * fits))[0].examples) == 3
+
+
+def test_more_examples_than_the_limit_names_the_endpoint_the_first_example_over_and_the_limit(settings):
+    settings.EXAMPLES_PER_ENDPOINT = 2
+    err = problem(EXAMPLES % "Hello")
+    assert err.line == 11
+    assert err.problem == ("endpoint 'chat-x', example 'Third': an endpoint keeps at most 2 examples "
+                           "(FONDASI_EXAMPLES_PER_ENDPOINT); the file declares 3")
+
+
+def test_an_example_nested_past_the_depth_limit_is_refused_naming_it():
+    err = problem(EXAMPLES.replace('content: "%s"', f"content: {chain(40)}"))
+    assert err.line == 10
+    assert err.problem.startswith("endpoint 'chat-x', example 'Second': Invalid 'examples.1.body': it is nested "
+                                  "more than 32 levels deep")
+
+
+def test_a_config_past_the_depth_limit_is_refused_naming_the_field():
+    err = problem(external(f'{{openai_api_base: "http://127.0.0.1:9/v1", chain: {chain(20)}}}'))
+    assert err.line == 10
+    assert err.problem == ("endpoint 'vendor': Invalid 'served_entities.0.external_model.openai_config': it is nested "
+                           "more than 16 levels deep; at most 16 levels are allowed.")
+
+
+def test_a_config_or_tags_past_the_size_limit_are_refused_naming_the_field():
+    big = "x" * (70 * 1024)
+    err = problem(external(f'{{openai_api_base: "http://127.0.0.1:9/v1", note: "{big}"}}'))
+    assert "'served_entities.0.external_model.openai_config': it holds more than 65536 bytes" in err.problem
+    err = problem(external('{openai_api_base: "http://127.0.0.1:9/v1"}', tags=f'{{note: "{big}"}}'))
+    assert err.line == 4 and err.problem.startswith("endpoint 'vendor': Invalid 'tags': it holds more than 65536 bytes")
+
+
+@pytest.mark.django_db
+def test_a_config_300_deep_is_never_stored_and_the_last_good_config_stays(tmp_path):
+    # orjson refuses more than 254 levels: stored, it would make every list of endpoints fail.
+    path = tmp_path / "endpoints.yaml"
+    path.write_text(external('{openai_api_base: "http://127.0.0.1:9/v1"}'))
+    apply(load_file(path))
+    nested = "{a: " * 300 + "1" + "}" * 300
+    for deep in (f'{{openai_api_base: "http://127.0.0.1:9/v1", deep: {nested}}}',  # written out
+                 f'{{openai_api_base: "http://127.0.0.1:9/v1", deep: {chain(300)}}}'):  # made with aliases
+        path.write_text(external(deep))
+        with pytest.raises(ConfigError) as info:
+            load_file(path)
+        assert info.value.line == 10 and "levels deep" in info.value.problem
+        assert "openai_config" in info.value.problem
+    assert ServingEndpoint.objects.get(name="vendor").entities.get().config == {"openai_api_base": "http://127.0.0.1:9/v1"}
