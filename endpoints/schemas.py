@@ -126,6 +126,8 @@ class _Generation(_Strict):
     model: str | None = None  # the endpoint name on the OpenAI-compatible routes
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    # vLLM's min_tokens: end-of-generation is impossible before this many tokens.
+    min_tokens: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
@@ -158,6 +160,10 @@ class _Generation(_Strict):
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         self.max_completion_tokens = None
+        if self.min_tokens is not None and self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"Invalid 'min_tokens': must be at most max_tokens ({self.max_tokens}) (got {self.min_tokens})"
+            )
         return self
 
     @property
@@ -170,7 +176,9 @@ class _Generation(_Strict):
 
     def generation_params(self) -> dict[str, Any]:
         """The optional parameters the client set that change the output, by name."""
-        names = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+        names = (
+            "max_tokens", "min_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
+        )
         params = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         if self.n != 1:
             params["n"] = self.n

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import concurrent.futures
+import dataclasses
+import functools
 import importlib.util
 import math
 import os
@@ -130,12 +133,17 @@ DEFAULT_SAMPLING: dict[str, float] = {
     "presence_penalty": 0.0, "frequency_penalty": 0.0,
 }
 LLM_PARAMS = frozenset({
-    "max_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
+    "max_tokens", "min_tokens", "temperature", "top_p", "stop", "n", "seed", "presence_penalty", "frequency_penalty",
     "thinking", "reasoning_effort", "tools", "tool_choice", "parallel_tool_calls", "response_format",
 })
 # How the local model's reasoning is delimited in its own text: it thinks inside these tags, as
 # hybrid reasoning models of its size do (SmolLM2's template has no notion of reasoning).
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
+# Tokens generated before anything may end: an answer's (vLLM's min_tokens, when the request leaves
+# it out: an empty completion answers nothing), and enabled thinking's (at most its budget), during
+# which neither end-of-generation nor a token that could begin "</think>" can be sampled.
+DEFAULT_MIN_TOKENS = 1
+THINK_MIN_TOKENS = 16
 # extra_params key -> (accepted types, check, what the check requires)
 LLM_EXTRA_PARAMS: dict[str, tuple[tuple[type, ...], Callable[[Any], bool], str]] = {
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
@@ -415,6 +423,17 @@ class _Worker:
 
 _RUNTIMES: dict[str, ModelRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
+_GRAMMAR_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _grammar_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that build grammars: their own, so that slow schemas queue among themselves
+    and never take the threads the rest of the server runs blocking work on."""
+    global _GRAMMAR_POOL
+    with _RUNTIMES_LOCK:
+        if _GRAMMAR_POOL is None:
+            _GRAMMAR_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="grammar")
+        return _GRAMMAR_POOL
 
 
 def runtime_for(model: LocalModel) -> ModelRuntime:
@@ -467,6 +486,7 @@ class Sampling:
     seed: int | None
     stop: tuple[str, ...]
     think_budget: int | None = None  # reasoning tokens at most, before the answer; None: no reasoning
+    min_tokens: int = 0  # answer tokens before end-of-generation may be sampled
     grammar: str | None = None  # GBNF the answer must follow (tools, response_format)
     tool_plan: Any = None  # a structured.ToolPlan whose calls the answer may hold
     output_format: Any = None  # a structured.OutputFormat the answer is checked against
@@ -506,6 +526,8 @@ class _LlamaModel:
         )
 
         self.tokens_sampled = 0  # every token sampled since load, end-of-generation tokens included
+        self._eog: Any = None  # see _eog_tokens
+        self._closers: Any = None  # see _think_closers
         self._prefilled: list[int] = []  # the prompt whose batches are in the KV cache
         self._prefilled_cuts: tuple[int, ...] = ()  # and where its batches began
         # Whether this build and CPU compute a token's numbers the same however the prompt is cut
@@ -724,9 +746,11 @@ class _LlamaModel:
         if s.think_budget is not None:
             head = prompt.then(self._tokens(THINK_OPEN))
             budget = min(s.think_budget, limit, self.n_ctx - len(head) - 1)
+            # Some reasoning first: the model tends to close <think> at once, or to end outright.
             reasoning_count, _, reasoning = self._sample(
                 job, head, s, budget, _StopScanner(("</think>",)),
                 lambda text: job.emit(ReasoningDelta(text, index)),
+                hold=(min(THINK_MIN_TOKENS, budget), self._think_closers()),
             )
             if job.cancelled:
                 return 0, reasoning_count
@@ -738,7 +762,8 @@ class _LlamaModel:
             return 0, reasoning_count
         calls = _CallCollector(job, index, s.tool_plan) if s.tool_plan is not None and s.tool_plan.callable_tools else None
         emit = calls.feed if calls is not None else (lambda text: job.emit(TextDelta(text, index)))
-        count, reason, text = self._sample(job, prompt, s, limit, _StopScanner(s.stop), emit, s.grammar)
+        hold = (s.min_tokens, self._eog_tokens()) if s.min_tokens else None
+        count, reason, text = self._sample(job, prompt, s, limit, _StopScanner(s.stop), emit, s.grammar, hold)
         if job.cancelled:
             return count, reasoning_count
         if calls is not None:
@@ -754,15 +779,40 @@ class _LlamaModel:
     def _tokens(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def _eog_tokens(self) -> Any:
+        """Every end-of-generation token of the vocabulary (a numpy array; computed once)."""
+        import numpy as np
+
+        if self._eog is None:
+            self._eog = np.array([t for t in range(self.llm.n_vocab()) if self._is_eog(t)], dtype=np.intc)
+        return self._eog
+
+    def _think_closers(self) -> Any:
+        """The end-of-generation tokens and every token that could begin ``</think>``: those whose
+        text holds it or ends with a start of it ("<", "</th"…). Computed once."""
+        import numpy as np
+
+        if self._closers is None:
+            close = THINK_CLOSE.strip()
+            starts = tuple(close[:k] for k in range(1, len(close)))
+            closers = []
+            for token in range(self.llm.n_vocab()):
+                text = self.llm.detokenize([token]).decode("utf-8", errors="ignore")
+                if close in text or text.endswith(starts):
+                    closers.append(token)
+            self._closers = np.union1d(self._eog_tokens(), np.array(closers, dtype=np.intc)).astype(np.intc)
+        return self._closers
+
     def _sample(
         self, job: Job, prompt: Prompt, s: Sampling, limit: int, stops: "_StopScanner",
-        emit: Callable[[str], bool | None], grammar: str | None = None,
+        emit: Callable[[str], bool | None], grammar: str | None = None, hold: tuple[int, Any] | None = None,
     ) -> tuple[int, str, str]:
         """Sample up to ``limit`` tokens after ``prompt``, emitting text as it becomes safe to show.
 
         Returns (tokens sampled, the end-of-generation token excluded; finish reason ``stop`` or
         ``length``; the text emitted). Stops within one token of ``job`` being cancelled. With a
         ``grammar`` (GBNF) every token follows it, and the model can end only where it is complete.
+        With ``hold`` = (n, tokens), none of ``tokens`` (token ids) is sampled among the first n.
         """
         import llama_cpp
 
@@ -772,18 +822,23 @@ class _LlamaModel:
         self._prefill(prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         count, reason, emitted = 0, "length", []
+        held = hold is not None and hold[0] > 0 and len(hold[1]) > 0
         # The whole prompt is in the KV cache now, so generate() samples at once (its exact-cache path).
         tokens = llm.generate(
             prompt, temp=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
             repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
             grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
+            logits_processor=_masking(hold[1]) if held else None,
         )
         try:
             # Each next() evaluates the previous token and samples one more, so checking the
             # cancel flag between tokens stops the work within one token.
             while count < limit and not job.cancelled:
                 self._fit_threads()  # another job started or ended: this one's share changed
+                if held and count >= hold[0]:
+                    _drop_logits_processors(llm)  # masked enough: every later token samples at full speed
+                    held = False
                 token = next(tokens)
                 self.tokens_sampled += 1
                 if self._is_eog(token):
@@ -810,14 +865,47 @@ class _LlamaModel:
         return count, reason, "".join(emitted)
 
 
+def _masking(banned: Any) -> list[Callable[[Any, Any], Any]]:
+    """llama-cpp-python logits processors that make the ``banned`` token ids impossible to sample.
+
+    It is the first stage of the sampler chain, so the logits it gets are the whole vocabulary in
+    token-id order."""
+    def mask(input_ids: Any, scores: Any) -> Any:
+        scores[banned] = -math.inf
+        return scores
+
+    return [mask]
+
+
+def _drop_logits_processors(llm: Any) -> None:
+    """Take the logits processors out of the sampler chain that ``llm.generate()`` is sampling with.
+
+    Each costs a Python call and two copies of the vocabulary's logits at every token; removed
+    from the chain (llama.cpp's ``llama_sampler_chain_remove``), they cost nothing, and the rest
+    of the chain (penalties, grammar) keeps its state, which rebuilding the sampler would lose.
+    """
+    import llama_cpp
+
+    sampler = getattr(llm, "_sampler", None)
+    if sampler is None or not sampler.custom_samplers:
+        return
+    for position, _ in reversed(sampler.custom_samplers):
+        llama_cpp.llama_sampler_chain_remove(sampler.sampler, position)
+    sampler.custom_samplers.clear()  # else freeing the chain would remove those positions again
+
+
 class _CallCollector:
     """The answer text of a request with tools: streamed as text when it is plain text, turned
     into tool calls when it is a block of ``<tool_call>`` lines (endpoints.structured's format).
 
     Under ``tool_choice: auto`` the text is held only until it cannot be the start of a call
     (the grammar keeps plain answers from starting with one); otherwise it is always calls.
-    :meth:`feed` returns True when generation should end: a small model allowed parallel calls
-    tends to repeat its last call until ``max_tokens``, and an identical call is never useful.
+    :meth:`feed` returns True when generation should end: as soon as the first call is complete
+    when only one is allowed or wanted (``parallel_tool_calls`` false, or ``tool_choice`` naming
+    the function: instructor and the OpenAI Agents SDK read a call cut off by ``max_tokens`` as
+    "incomplete output"); and when a call repeats an earlier one, since a small model allowed
+    parallel calls tends to repeat its last call until ``max_tokens``, and an identical call is
+    never useful.
     """
 
     def __init__(self, job: Job, index: int, plan: Any) -> None:
@@ -828,6 +916,7 @@ class _CallCollector:
         self.held: list[str] = []
         self.mode = None if plan.choice == "auto" else "calls"  # None: not known yet
         self.closed = 0  # calls complete so far
+        self.single = plan.choice == "function" or not plan.parallel
 
     def feed(self, text: str) -> bool:
         if self.mode == "text":
@@ -845,11 +934,27 @@ class _CallCollector:
                 self.held = []
                 return False
         if self.mode == "calls" and held.count(self.closer) > self.closed:
+            if self.single and self._one_call(held):
+                return True
             self.closed = held.count(self.closer)
             calls = [c.strip() for c in held.split(self.closer)[: self.closed]]
             if calls[-1] in calls[:-1]:  # the same call again: keep the block without it, and end
                 self.held = [self.closer.join(held.split(self.closer)[: self.closed - 1]) + self.closer]
                 self.closed -= 1
+                return True
+        return False
+
+    def _one_call(self, held: str) -> bool:
+        """Whether ``held`` begins with one whole call (the closer could also be inside a string
+        argument); if so, that call alone becomes the answer."""
+        from ..structured import parse_tool_output
+
+        at = 0
+        while (at := held.find(self.closer, at)) >= 0:
+            at += len(self.closer)
+            text, calls = parse_tool_output(held[:at], self.plan, truncated=True)
+            if calls and not text:
+                self.held, self.closed = [held[:at]], 1
                 return True
         return False
 
@@ -1065,7 +1170,13 @@ class LocalProvider(Provider):
         self, request: ChatRequest | CompletionRequest, prompts_of: Callable[[_LlamaModel], list[list[int]]]
     ) -> AsyncIterator[Event]:
         self._require(request.task)
-        sampling = self._sampling(request)
+        sampling, build_grammar = self._sampling(request)
+        if build_grammar is not None:
+            # JSON Schema to GBNF (and llama.cpp's check of it) can take a while for a big schema:
+            # never on the event loop, where it would stall every other request. Its errors still
+            # come out of this first step of the iteration, as a 400 before any event.
+            grammar = await asyncio.get_running_loop().run_in_executor(_grammar_pool(), build_grammar)
+            sampling = dataclasses.replace(sampling, grammar=grammar)
         n = request.n
         job = Job(lambda llm, job: llm.run(job, prompts_of(llm), sampling, n))
         self.runtime.submit(job)
@@ -1083,8 +1194,11 @@ class LocalProvider(Provider):
         if task not in self.tasks:
             raise invalid(f"Local model '{self.model.name}' serves {', '.join(sorted(self.tasks))}, not {task}.")
 
-    def _sampling(self, request: ChatRequest | CompletionRequest) -> Sampling:
-        """Resolve the request's sampling settings; 400 naming any parameter this model cannot honour."""
+    def _sampling(self, request: ChatRequest | CompletionRequest) -> tuple[Sampling, Callable[[], str | None] | None]:
+        """Resolve the request's sampling settings; 400 naming any parameter this model cannot honour.
+
+        Returns them without the grammar, and what builds the grammar (None when there is none).
+        """
         unsupported = sorted(set(request.generation_params()) - self.supported_params)
         if unsupported:
             raise invalid(f"Local model '{self.model.name}' does not support {', '.join(map(repr, unsupported))}.")
@@ -1105,11 +1219,26 @@ class LocalProvider(Provider):
             return value if value is not None else extra.get(name, DEFAULT_SAMPLING.get(name))
 
         budget = request.thinking_budget if isinstance(request, ChatRequest) else None
-        grammar, plan, fmt = self._constraints(request)
+        build_grammar, plan, fmt = self._constraints(request)
         # Thinking without max_tokens: the budget, then the usual room for the answer.
-        default_max = DEFAULT_MAX_TOKENS + (budget or 0)
-        return Sampling(
-            max_tokens=request.max_tokens or default_max,
+        max_tokens = request.max_tokens or DEFAULT_MAX_TOKENS + (budget or 0)
+        min_tokens = DEFAULT_MIN_TOKENS if request.min_tokens is None else request.min_tokens
+        if min_tokens > max_tokens:
+            raise invalid(
+                f"Invalid 'min_tokens': must be at most max_tokens ({max_tokens}, the default of "
+                f"'{self.model.name}' when max_tokens is left out) (got {min_tokens})."
+            )
+        if build_grammar is not None:
+            # A grammar decides where the answer may end; masking the end past that point would
+            # leave no token to sample. Its first token is never the end, so 1 always holds.
+            if min_tokens > 1:
+                raise invalid(
+                    f"'min_tokens' above 1 cannot be combined with tools or response_format on local model "
+                    f"'{self.model.name}': the answer ends where its format is complete (got {min_tokens})."
+                )
+            min_tokens = 0
+        sampling = Sampling(
+            max_tokens=max_tokens,
             temperature=float(pick("temperature")),
             top_p=float(pick("top_p")),
             top_k=int(pick("top_k")),
@@ -1120,13 +1249,17 @@ class LocalProvider(Provider):
             seed=pick("seed"),
             stop=tuple(request.stop_list),
             think_budget=budget,
-            grammar=grammar,
+            min_tokens=min_tokens,
             tool_plan=plan,
             output_format=fmt,
         )
+        return sampling, build_grammar
 
-    def _constraints(self, request: ChatRequest | CompletionRequest) -> tuple[str | None, Any, Any]:
-        """The grammar that makes the answer a valid tool-call block or valid JSON, if any."""
+    def _constraints(
+        self, request: ChatRequest | CompletionRequest,
+    ) -> tuple[Callable[[], str | None] | None, Any, Any]:
+        """What builds the grammar that makes the answer a valid tool-call block or valid JSON, if any
+        (called off the event loop), and the tool plan and output format it follows."""
         if not isinstance(request, ChatRequest):
             return None, None, None
         from ..structured import response_grammar, tool_grammar
@@ -1141,5 +1274,5 @@ class LocalProvider(Provider):
                 f"'{fmt.kind}': set tool_choice to 'required', 'none' or a function, or leave response_format out."
             )
         if calling:
-            return tool_grammar(plan), plan, None
-        return (response_grammar(fmt) if fmt is not None else None), plan, fmt
+            return functools.partial(tool_grammar, plan), plan, None
+        return (functools.partial(response_grammar, fmt) if fmt is not None else None), plan, fmt

@@ -229,13 +229,53 @@ endpoints:
     thinking = {"thinking": {"type": "enabled", "budget_tokens": 4}}
     assert_error(await post(client, "/serving-endpoints/vllm-chat/invocations", {**HELLO, **thinking}), 400,
                  "INVALID_PARAMETER_VALUE", "'thinking'", "vllm-chat")
+    assert_error(await post(client, "/serving-endpoints/vllm-chat/invocations", {**HELLO, "min_tokens": 2}), 400,
+                 "INVALID_PARAMETER_VALUE", "'min_tokens'", "vllm-chat")
     assert_error(await post(client, CHAT_URL, {**HELLO, "extra_params": {"mirostat": 2}}), 400,
                  "INVALID_PARAMETER_VALUE", "'mirostat'")
 
 
 async def test_extra_params_top_p_is_honoured(client):
-    response = await post(client, CHAT_URL, {**HELLO, "temperature": 0.8, "extra_params": {"top_p": 0.5, "seed": 1}})
-    assert response.status_code == 200
+    async def text(**params) -> str:
+        response = await post(client, CHAT_URL, {**HELLO, "messages": [{"role": "user", "content": "Name a fruit."}], **params})
+        assert response.status_code == 200, response.content
+        return response.json()["choices"][0]["message"]["content"]
+
+    greedy = await text(temperature=0)
+    # A 1% nucleus leaves the most likely token only: the greedy answer, at temperature 1, whatever the seed.
+    for seed in (1, 2, 3):
+        assert await text(temperature=1, extra_params={"top_p": 0.01, "seed": seed}) == greedy
+    # With the same seeds, another nucleus samples other answers.
+    wide = [await text(temperature=1, extra_params={"top_p": 1.0, "seed": seed}) for seed in (1, 2, 3, 4)]
+    narrow = [await text(temperature=1, extra_params={"top_p": 0.3, "seed": seed}) for seed in (1, 2, 3, 4)]
+    assert wide != narrow
+
+
+# The product page's completions example (and the Databricks SDK's), which SmolLM2 would end at
+# its first token: every sampling of it has text.
+REASONS = {"prompt": "Write 3 reasons why you should train an AI model on domain specific data sets.", "max_tokens": 16}
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"seed": 1}, {"seed": 2}, {"seed": 3}])
+async def test_the_product_pages_completions_example_answers(client, sampling):
+    response = await post(client, "/serving-endpoints/local-smollm2-completions/invocations", {**REASONS, **sampling})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["choices"][0]["text"].strip() and body["usage"]["completion_tokens"] >= 1
+
+
+@pytest.mark.parametrize(("min_tokens", "message"), [
+    (-1, "Invalid 'min_tokens': input should be greater than or equal to 0 (got -1)."),
+    (9, "Invalid 'min_tokens': must be at most max_tokens (8) (got 9)."),
+    ("many", "Invalid 'min_tokens'"),
+])
+async def test_min_tokens_out_of_range_is_a_400_naming_it(client, min_tokens, message):
+    assert_error(await post(client, CHAT_URL, {**HELLO, "min_tokens": min_tokens}), 400, "INVALID_PARAMETER_VALUE", message)
+
+
+async def test_min_tokens_within_range_is_honoured(client):
+    body = (await post(client, CHAT_URL, {**HELLO, "max_tokens": 64, "min_tokens": 40})).json()
+    assert body["usage"]["completion_tokens"] >= 40
 
 
 async def test_the_wrong_method_is_405_in_the_error_shape(client):

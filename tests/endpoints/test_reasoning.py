@@ -39,14 +39,28 @@ async def test_thinking_turns_content_into_a_reasoning_block_then_a_text_block(c
     assert usage["completion_tokens"] > reasoning and usage["completion_tokens"] <= 40
 
 
+@pytest.mark.parametrize(("question", "params"), [
+    ("What is 2+2?", {"temperature": 0}),  # greedy, it used to close <think> after 7 tokens
+    ("Say hello.", {"temperature": 0.7, "seed": 1}),
+    ("Say hello.", {"temperature": 0.7, "seed": 4}),
+])
+@pytest.mark.parametrize("budget", [12, 40])
+async def test_enabled_thinking_always_reasons_for_a_while(client, question, params, budget):
+    body = await answer(client, {"messages": [{"role": "user", "content": question}], "max_tokens": budget + 8,
+                                 "thinking": {"type": "enabled", "budget_tokens": budget}, **params})
+    reasoning = body["choices"][0]["message"]["content"][0]["summary"][0]["text"]
+    tokens = body["usage"]["completion_tokens_details"]["reasoning_tokens"]
+    assert reasoning.strip() and min(16, budget) <= tokens <= budget
+
+
 async def test_without_thinking_content_stays_a_string(client):
-    body = await answer(client, {"messages": QUESTION, "max_tokens": 8})
+    body = await answer(client, {"messages": QUESTION, "max_tokens": 8, "temperature": 0})
     assert isinstance(body["choices"][0]["message"]["content"], str)
     assert "completion_tokens_details" not in body["usage"]
 
 
 async def test_a_disabled_thinking_block_is_accepted_and_answers_plainly(client):
-    body = await answer(client, {"messages": QUESTION, "max_tokens": 8, "thinking": {"type": "disabled"}})
+    body = await answer(client, {"messages": QUESTION, "max_tokens": 8, "temperature": 0, "thinking": {"type": "disabled"}})
     assert isinstance(body["choices"][0]["message"]["content"], str)
 
 

@@ -258,6 +258,108 @@ async def test_a_stop_sequence_truncates_the_answer_before_it():
     assert finish_of(events) == "stop"
 
 
+# The completions example of the product page: SmolLM2's most likely first token is its end.
+REASONS = "Write 3 reasons why you should train an AI model on domain specific data sets."
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("params", [{"temperature": 0}, {"seed": 1}, {"seed": 2}, {"seed": 3}])
+async def test_a_completion_never_ends_before_its_first_token(params):
+    events = await complete(REASONS, max_tokens=16, **params)
+    assert text_of(events).strip() and events[-1].completion_tokens >= 1
+
+
+@pytest.mark.asyncio
+async def test_min_tokens_holds_the_end_off_for_that_many_tokens():
+    # min_tokens 0 lets the model end at once, as it wants to here.
+    assert text_of(ended := await complete(REASONS, max_tokens=16, temperature=0, min_tokens=0)) == ""
+    assert finish_of(ended) == "stop" and ended[-1].completion_tokens == 0
+    # A chat answer that ends by itself after k tokens goes on to min_tokens, then may end.
+    natural = await collect(provider().chat(chat_request("Say hello.", max_tokens=64, temperature=0, min_tokens=0)))
+    k = natural[-1].completion_tokens
+    assert finish_of(natural) == "stop" and k < 40
+    held = await collect(provider().chat(chat_request("Say hello.", max_tokens=64, temperature=0, min_tokens=k + 8)))
+    assert held[-1].completion_tokens >= k + 8
+    assert text_of(held).startswith(text_of(natural))  # greedy: the same answer, carried on
+
+
+@pytest.mark.asyncio
+async def test_min_tokens_the_model_cannot_honour_is_a_400_naming_it():
+    with pytest.raises(ServingError) as err:  # over the default max_tokens
+        await collect(provider(COMPLETIONS).complete(CompletionRequest(prompt="Hi", min_tokens=local.DEFAULT_MAX_TOKENS + 1)))
+    assert err.value.status == 400 and "'min_tokens'" in err.value.message and str(local.DEFAULT_MAX_TOKENS) in err.value.message
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    with pytest.raises(ServingError) as err:  # a grammar says where the answer ends
+        await collect(provider().chat(chat_request(max_tokens=8, min_tokens=2, response_format=schema)))
+    assert err.value.status == 400 and "'min_tokens'" in err.value.message
+    # 1 always holds under a grammar: its answer is never empty.
+    events = await collect(provider().chat(chat_request(max_tokens=8, min_tokens=1, temperature=0, response_format=schema)))
+    assert text_of(events).startswith("{")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["top-level", "extra_params"])
+async def test_top_p_is_honoured(where):
+    def top_p(value: float) -> dict:
+        return {"top_p": value} if where == "top-level" else {"extra_params": {"top_p": value}}
+
+    async def text(**params) -> str:
+        return text_of(await complete("My favourite food is", max_tokens=8, **params))
+
+    greedy = await text(temperature=0)
+    # A nucleus of 1% keeps only the most likely token: greedy, whatever the seed.
+    for seed in (1, 2, 3):
+        assert await text(temperature=1, seed=seed, **top_p(0.01)) == greedy
+    # And the nucleus changes what is sampled with the same seed.
+    wide = [await text(temperature=1, seed=seed, **top_p(1.0)) for seed in (1, 2, 3, 4)]
+    narrow = [await text(temperature=1, seed=seed, **top_p(0.3)) for seed in (1, 2, 3, 4)]
+    assert wide != narrow
+
+
+@pytest.mark.asyncio
+async def test_grammars_are_built_off_the_event_loop(monkeypatch):
+    """A grammar that takes long to build (here: llama.cpp takes 0.4 s to check it, as it does for
+    a huge one) stalls neither the event loop nor another request on it; its 400s still come."""
+    import llama_cpp
+
+    check = llama_cpp.llama_sampler_init_grammar
+    threads: list[int] = []
+
+    def slow_check(*args):
+        threads.append(threading.get_ident())
+        time.sleep(0.4)
+        return check(*args)
+
+    monkeypatch.setattr(llama_cpp, "llama_sampler_init_grammar", slow_check)
+    loop_thread = threading.get_ident()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    ticking = asyncio.create_task(ticker())
+    try:
+        events = await collect(provider().chat(chat_request(max_tokens=4, temperature=0, response_format=schema)))
+    finally:
+        done.set()
+        await ticking
+    assert isinstance(events[-1], Usage)
+    assert threads and loop_thread not in threads
+    assert max(gaps) < 0.3, f"the event loop stalled for {max(gaps):.2f} s"
+    monkeypatch.setattr(llama_cpp, "llama_sampler_init_grammar", check)
+    with pytest.raises(ServingError) as err:  # what the build refuses is still a 400
+        await collect(provider().chat(chat_request(max_tokens=8, tools=[{"type": "function", "function": {"name": "f"}}],
+                                                   response_format=schema)))
+    assert err.value.status == 400
+
+
 @pytest.mark.asyncio
 async def test_n_2_gives_two_choices_and_counts_the_prompt_once():
     one = await collect(provider().chat(chat_request(max_tokens=8, temperature=0.8, seed=3)))
