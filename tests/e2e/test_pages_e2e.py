@@ -52,7 +52,7 @@ def test_it_filters_opens_and_queries_an_endpoint(page):
     expect(page.locator("#query-latency")).to_contain_text("ms")
     shot(page, "pages-06-response")
 
-    stream = {"messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 12, "stream": True}
+    stream = {"messages": [{"role": "user", "content": "Tell me a joke."}], "max_tokens": 12, "temperature": 0, "stream": True}
     page.fill("#query-body", json.dumps(stream))
     dialog.get_by_role("button", name="Send Request").click()
     events = page.locator("#stream-events li")

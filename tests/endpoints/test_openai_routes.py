@@ -2,11 +2,27 @@
 import json
 
 import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from tests.conftest import api_client
+from endpoints.config import apply, load_file, parse_text
+from endpoints.providers import http
+from tests.conftest import ROOT, api_client
+from tests.fakes.openai_upstream import openai_upstream  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+FAKE = """
+endpoints:
+  - name: fake-chat
+    task: llm/v1/chat
+    served_entities:
+      - external_model:
+          name: vendor-model
+          provider: openai-compatible
+          openai_config: {{openai_api_base: "{base}"}}
+"""
 
 
 @pytest.fixture
@@ -18,10 +34,47 @@ async def post(client, url, body):
     return await client.post(url, data=json.dumps(body), content_type="application/json")
 
 
-async def test_chat_completions_routes_by_model(client):
-    response = await post(client, "/serving-endpoints/chat/completions",
-                          {"model": "local-smollm2-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-    assert response.status_code == 200 and response.json()["object"] == "chat.completion"
+@pytest_asyncio.fixture
+async def two_chats(default_endpoints, openai_upstream):  # noqa: F811
+    """The shipped endpoints plus ``fake-chat``, whose vendor (a fake over HTTP) always answers VENDOR-ANSWER."""
+    await sync_to_async(apply)(load_file(ROOT / "endpoints.yaml") + parse_text(FAKE.format(base=openai_upstream.base_url)))
+    openai_upstream.pieces = ["VENDOR-", "ANSWER"]
+    yield openai_upstream
+    await http.aclose_client()
+
+
+async def test_chat_completions_routes_by_model(client, two_chats):
+    ask = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+    local = await post(client, "/serving-endpoints/chat/completions", {"model": "local-smollm2-chat", **ask})
+    assert local.status_code == 200 and local.json()["object"] == "chat.completion"
+    assert local.json()["model"] == local.headers["served-model-name"] == "smollm2-135m-instruct"
+    assert local.json()["choices"][0]["message"]["content"] != "VENDOR-ANSWER" and not two_chats.requests
+    vendor = await post(client, "/serving-endpoints/chat/completions", {"model": "fake-chat", **ask})
+    assert vendor.status_code == 200 and vendor.json()["model"] == vendor.headers["served-model-name"] == "vendor-model"
+    assert vendor.json()["choices"][0]["message"]["content"] == "VENDOR-ANSWER"
+    assert [r.json["model"] for r in two_chats.requests] == ["vendor-model"]
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "seed": 1}
+SURFACES = [  # every route a temperature reaches the model by, with a body that has none yet
+    ("/serving-endpoints/local-smollm2-chat/invocations", CHAT),
+    ("/serving-endpoints/local-smollm2-completions/invocations", {"prompt": "Hi", "max_tokens": 2, "seed": 1}),
+    ("/serving-endpoints/chat/completions", {"model": "local-smollm2-chat", **CHAT}),
+    ("/serving-endpoints/completions", {"model": "local-smollm2-completions", "prompt": "Hi", "max_tokens": 2, "seed": 1}),
+    ("/serving-endpoints/responses", {"model": "local-smollm2-chat", "input": "hi", "max_output_tokens": 2}),
+]
+
+
+@pytest.mark.parametrize(("url", "body"), SURFACES, ids=lambda v: v if isinstance(v, str) else "")
+async def test_temperature_0_to_2_is_accepted_and_outside_refused_on_every_surface(client, url, body):
+    for temperature in (0, 2):
+        response = await post(client, url, {**body, "temperature": temperature})
+        assert response.status_code == 200, (temperature, response.content)
+    for temperature in (-0.1, 2.1):
+        response = await post(client, url, {**body, "temperature": temperature})
+        assert response.status_code == 400, (temperature, response.content)
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert "'temperature'" in response.json()["message"] and str(temperature) in response.json()["message"]
 
 
 async def test_a_missing_model_is_400(client):
