@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from django.conf import settings
+
 from .errors import ServingError, invalid
+from .json_limits import check_json
 
 CHAT = "llm/v1/chat"
 COMPLETIONS = "llm/v1/completions"
@@ -326,6 +329,10 @@ _MODELS: dict[str, type[_Strict]] = {CHAT: ChatRequest, COMPLETIONS: CompletionR
 _KEY_FIELD = {CHAT: "messages", COMPLETIONS: "prompt", EMBEDDINGS: "input"}
 # Keys of the custom-model (dataframe) formats Databricks accepts on other endpoint types.
 _DATAFRAME_KEYS = ("dataframe_records", "dataframe_split", "instances", "inputs")
+#: JSON Schemas have bounds of their own, with messages naming the schema path (schema_limits).
+_SCHEMA_FIELDS = ("response_format", "tools")
+#: Levels of nesting anywhere else in a request (a chat with image parts uses 5).
+MAX_BODY_DEPTH = 64
 
 
 def parse(task: str, body: Any, endpoint: str = "") -> Request:
@@ -348,6 +355,11 @@ def parse(task: str, body: Any, endpoint: str = "") -> Request:
                     f"which is a {other_task} request."
                 )
         raise invalid(f"{where} serves {task}; the request must include '{wanted}'.")
+    for key, value in body.items():
+        if key not in _SCHEMA_FIELDS:
+            # Free-form values (extra_params, usage_context, tool_calls, tool_choice, fields an
+            # assistant turn may carry) reach a vendor re-encoded, and orjson refuses > 254 levels.
+            check_json(value, key, max_depth=MAX_BODY_DEPTH, max_bytes=settings.MAX_REQUEST_BYTES)
     try:
         return _MODELS[task].model_validate(body)
     except ValidationError as exc:
