@@ -46,6 +46,9 @@ PARAMS = frozenset({
     # equivalent (servers differ: vLLM wants chat_template_kwargs), so it is a 400 naming it.
     "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort",
 })
+# vLLM's sampling extensions its OpenAI server takes in the body (OpenAI's own API refuses them,
+# so the openai and databricks providers leave them out of their supported_params).
+VLLM_PARAMS = frozenset({"min_tokens"})
 # Keys of the vendor body that extra_params may not replace: they decide what we parse back.
 _RESERVED = frozenset({"model", "messages", "prompt", "input", "stream"})
 _FINISH_REASONS = {
@@ -121,7 +124,7 @@ def _message(message: ChatMessage) -> dict[str, Any]:
 
 def _finish_body(body: dict[str, Any], params: dict[str, Any], extra: dict[str, Any], stream: bool) -> dict[str, Any]:
     for name, value in params.items():
-        if name in PARAMS:
+        if name in PARAMS or name in VLLM_PARAMS:  # the provider's supported_params refused the rest
             body[name] = value
     _merge_extra(body, extra)
     if not stream:
@@ -270,7 +273,7 @@ class OpenAICompatibleProvider(Provider):
     """Serves chat, completions and embeddings from an OpenAI-compatible server."""
 
     tasks = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
-    supported_params = PARAMS
+    supported_params = PARAMS | VLLM_PARAMS
     supported_extra_params = None
     vision = True
     counts_image_tokens = True  # vLLM, llama.cpp server and the like count image tokens in prompt_tokens

@@ -279,6 +279,13 @@ async def test_it_merges_extra_params_into_the_body_untouched(provider, openai_u
 
 
 @pytest.mark.asyncio
+async def test_it_passes_vllms_min_tokens_through(provider, openai_upstream):
+    await drain(provider.chat(chat(max_tokens=8, min_tokens=3)))
+    assert openai_upstream.last_request.json["min_tokens"] == 3
+    assert "min_tokens" in provider.supported_params
+
+
+@pytest.mark.asyncio
 async def test_it_sends_no_authorization_without_a_key(openai_upstream, pool):
     provider = OpenAICompatibleProvider(
         EntitySpec("ep", "openai-compatible", "m", CHAT, {"openai_api_base": openai_upstream.base_url + "/"})
