@@ -36,7 +36,7 @@ run: install
 	$(PY) manage.py load_endpoints
 	$(PY) manage.py bootstrap
 	@echo "Fondasi on http://$(HOST):$(PORT)"
-	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) playground.asgi:application
+	FONDASI_WARMUP=$${FONDASI_WARMUP:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) playground.asgi:application
 
 test: install-test
 	$(PY) -m pytest

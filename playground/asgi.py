@@ -137,6 +137,11 @@ application = ProtocolTypeRouter(
     }
 )
 
+# The embedded models load in the background once the server listens (FONDASI_WARMUP; endpoints/warmup.py).
+from endpoints import warmup  # noqa: E402
+
+warmup.start()
+
 # What start-up built (modules, settings, URL patterns) lives as long as the process: keep it out
 # of the garbage collector's full collections, which otherwise walk all of it every few hundred
 # requests and pause the request that triggers them (bench/gateway_cost.py: the p99 at c=1).

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
@@ -30,6 +30,7 @@ from endpoints.errors import ServingError
 from endpoints.models import AccessToken, ExampleInput, ServingEndpoint
 from endpoints.providers import get_provider
 from endpoints.providers.base import EntitySpec
+from endpoints.providers.local import LocalProvider
 from endpoints.schemas import CHAT, COMPLETIONS, EMBEDDINGS, TASKS
 from endpoints.masking import is_secret_field, is_secret_metadata, masked
 
@@ -289,6 +290,35 @@ async def query(request: HttpRequest, name: str) -> HttpResponseBase:
         return api.error_response(exc)
     except Exception:  # noqa: BLE001 - the dialog shows a reference, never a traceback
         return api.internal_error(request)
+
+
+def endpoint_loading(endpoint: ServingEndpoint) -> bool:
+    """Whether a request to ``endpoint`` would wait for an embedded model's weights to load: one of
+    its served entities is a local model with no instance loaded yet (at start-up, before the
+    warm-up of endpoints/warmup.py has finished, or with FONDASI_WARMUP off). Never loads anything."""
+    for entity in endpoint.entities.all():
+        spec = EntitySpec(name=entity.name, provider=entity.provider, model=entity.model,
+                          task=endpoint.task, config=entity.config)
+        try:
+            provider = get_provider(spec)
+        except ServingError:
+            continue
+        if isinstance(provider, LocalProvider) and not provider.describe().get("loaded"):
+            return True
+    return False
+
+
+@login_required
+@require_GET
+@never_cache
+def model_state(request: HttpRequest, name: str) -> JsonResponse:
+    """``GET /endpoints/<name>/model-state``: ``{"loading": true}`` while the endpoint's embedded
+    model is not loaded yet, so the Query dialog and the playground can say so instead of only waiting."""
+    endpoint = ServingEndpoint.objects.prefetch_related("entities").filter(name=name).first()
+    if endpoint is None:
+        return JsonResponse({"error_code": "RESOURCE_DOES_NOT_EXIST",
+                             "message": f"Endpoint '{name}' does not exist."}, status=404)
+    return JsonResponse({"loading": endpoint_loading(endpoint)})
 
 
 class ExampleForm(forms.Form):

@@ -177,6 +177,9 @@ LOCAL_MODEL_QUEUE_SIZE = envint("FONDASI_LOCAL_QUEUE_SIZE", 8)
 LOCAL_LLM_CONTEXT = envint("FONDASI_LOCAL_CONTEXT", 2048)
 LOCAL_LLM_THREADS = envint("FONDASI_LOCAL_THREADS", os.cpu_count() or 1)
 LOCAL_LLM_WORKERS = envint("FONDASI_LOCAL_WORKERS", 2)
+# Load the embedded models' weights in the background once the server has started (endpoints/warmup.py),
+# so the first request does not wait for them. `make run` turns it on; off by default (and in the tests).
+WARMUP = envbool("FONDASI_WARMUP", False)
 # Seconds of silence after which a stream sends a blank keepalive line.
 STREAM_KEEPALIVE_SECONDS = envint("FONDASI_STREAM_KEEPALIVE", 10)
 # How long a process trusts its cached copy of the endpoint registry and of a token check.

@@ -16,6 +16,7 @@ urlpatterns = [
     path("endpoints/", pages.endpoints, name="endpoints"),
     path("endpoints/<str:name>/", pages.endpoint_detail, name="endpoint"),
     path("endpoints/<str:name>/query", pages.query, name="query"),
+    path("endpoints/<str:name>/model-state", pages.model_state, name="model-state"),
     path("endpoints/<str:name>/examples", pages.save_example, name="save-example"),
     path("endpoints/<str:name>/examples/<int:example_id>/delete", pages.delete_example, name="delete-example"),
     path("sql/", include("playground.sql")),  # the SQL page: names pages:sql, pages:sql-run, …

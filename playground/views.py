@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import pprint
 import uuid
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from endpoints import registry
 from endpoints.errors import ServingError
 from endpoints.schemas import CHAT
 
+from .codegen import PROMPT_PLACEHOLDER, python_literal
 from .consumers import MAX_IMAGES, can_see_images, request_body, user_content
 from .models import Conversation, PlaygroundImage
 
@@ -300,7 +300,8 @@ def code(request: HttpRequest) -> HttpResponse:
         if conversation is not None and data.pane < len(conversation.panes):
             history = conversation.panes[data.pane].get("messages", [])
     images = PlaygroundImage.objects.filter(pk__in=data.images, user=request.user) if data.images else []
-    prompt = data.prompt or "Hello!"
+    # An empty prompt box is a placeholder to replace, never an invented prompt (none with images only).
+    prompt = data.prompt or ("" if images else PROMPT_PLACEHOLDER)
     body = request_body({**spec, "messages": history},
                         {"role": "user", "content": user_content(prompt, [{"data_url": i.data_url} for i in images])})
     body = shorten_images(body)
@@ -311,9 +312,9 @@ def code(request: HttpRequest) -> HttpResponse:
     return render(request, "playground/_code.html", {
         "endpoint": spec["endpoint"],
         "host": request.build_absolute_uri("/").rstrip("/"),
-        "messages": pprint.pformat(messages, indent=1, width=100, sort_dicts=False),
-        "kwargs": [(k, repr(v)) for k, v in body.items()],
-        "extra_body": repr(extra) if extra else "",
+        "messages": python_literal(messages, level=1),
+        "kwargs": [(k, python_literal(v, level=1)) for k, v in body.items()],
+        "extra_body": python_literal(extra, level=1) if extra else "",
         "curl_body": json.dumps({"messages": messages, **body, **extra}, indent=2, ensure_ascii=False),
     })
 

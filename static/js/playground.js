@@ -40,6 +40,7 @@
         if (!thread) break;
         thread.insertAdjacentHTML("beforeend", msg.html);  // server-rendered, autoescaped
         thread.scrollTop = thread.scrollHeight;
+        showModelLoading(thread);
         break;
       case "delta": {
         const turn = thread && $(".turn[data-streaming]:last-of-type", thread);
@@ -73,6 +74,31 @@
         if (!Object.keys(timers).length) setBusy(false);
         break;
     }
+  }
+
+  // While the pane's embedded model loads its weights (the first request after start), its streaming
+  // turn says so (polled until loaded; the first answer text replaces the note).
+  async function showModelLoading(thread) {
+    const turn = $(".turn[data-streaming]:last-of-type", thread), pane = thread.closest(".pane");
+    if (!turn || !pane) return;
+    const url = "/endpoints/" + encodeURIComponent(pane.dataset.endpoint) + "/model-state";
+    let note = null;
+    while (turn.isConnected && turn.hasAttribute("data-streaming")) {
+      let loading = false;
+      try { const r = await fetch(url, { credentials: "same-origin" }); loading = r.ok && (await r.json()).loading === true; }
+      catch { loading = false; }
+      if (!loading) break;
+      const live = $(".answer-live", turn);
+      if (!note && live && !live.childNodes.length) {
+        note = document.createElement("p");
+        note.className = "muted loading-model";
+        note.setAttribute("role", "status");
+        note.textContent = "Loading the model… (first request after start)";
+        live.append(note);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    if (note) note.remove();
   }
 
   // The streaming answer: finished blocks stay, the open tail (the nodes after them) is replaced.

@@ -1,4 +1,4 @@
-// Fondasi pages: copy buttons, code-sample tabs and the Query dialog.
+// Fondasi pages: copy buttons (here and in the playground's Get code), code-sample tabs and the Query dialog.
 // The dialog sends the editor's JSON to POST /endpoints/<name>/query (the API's own query path)
 // and shows the answer. Response text only ever reaches the page through textContent.
 "use strict";
@@ -10,7 +10,8 @@
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-copy]");
     if (!button) return;
-    const source = $(button.dataset.copy);
+    // Looked up inside the nearest [data-copy-scope] (a Get code box, one per pane), else the page.
+    const source = $(button.dataset.copy, button.closest("[data-copy-scope]") || document);
     if (!source) return;
     const text = "value" in source ? source.value : source.textContent;
     const label = button.textContent;
@@ -57,6 +58,9 @@
   const errorLine = $("#query-error", dialog);
   const streamView = $("#stream-view", dialog);
   const streamText = $("#stream-text", dialog);
+  const reasoningBox = $("#stream-reasoning-box", dialog);
+  const reasoningText = $("#stream-reasoning", dialog);
+  const loadingLine = $("#query-loading", dialog);
   const streamEvents = $("#stream-events", dialog);
   const sendButton = $("#send-request", dialog);
   const stopButton = $("#stop-request", dialog);
@@ -125,6 +129,8 @@
     streamView.hidden = true;
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
+    const answered = { yes: false };
+    watchLoading(answered);
     try {
       // The editor's text is sent as written: the server reports bad JSON like the API does.
       const response = await fetch(dialog.dataset.queryUrl, {
@@ -134,7 +140,10 @@
         signal: controller.signal,
         credentials: "same-origin",
       });
+      answered.yes = true;
+      loadingLine.hidden = true;
       showStatus(response);
+      revealResponse();
       if ((response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
         await readStream(response, elapsed);
       } else {
@@ -153,16 +162,75 @@
         showError("Could not reach Fondasi: " + e.message);
       }
     } finally {
+      answered.yes = true;
+      loadingLine.hidden = true;
       controller = null;
       sendButton.disabled = false;
       stopButton.hidden = true;
     }
   }
 
+  // While an embedded model loads its weights (the first request after start), say so instead of
+  // only waiting; polled until the answer starts or the model is loaded.
+  async function watchLoading(answered) {
+    for (let first = true; !answered.yes; first = false) {
+      if (!first) await new Promise((resolve) => setTimeout(resolve, 500));
+      let loading = false;
+      try {
+        const r = await fetch(dialog.dataset.modelStateUrl, { credentials: "same-origin" });
+        loading = r.ok && (await r.json()).loading === true;
+      } catch { return; }
+      if (answered.yes) return;
+      loadingLine.hidden = !loading;
+      if (!loading) return;
+    }
+  }
+
+  // On a narrow screen the response is below the request: bring it into view as the answer starts.
+  function revealResponse() {
+    const box = $("#response-title", dialog);
+    const rect = box.getBoundingClientRect();
+    if (rect.top < 0 || rect.top > window.innerHeight * 0.6) box.scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  // The answer's text and its reasoning, kept apart. Reasoning arrives as reasoning blocks, or
+  // inside <think>…</think> in plain text: the tags themselves are never shown.
+  function splitter() {
+    let raw = "";
+    let reasoning = "";
+    let answer = "";
+    const show = () => {
+      // Text inside <think>…</think> (or after an unclosed <think>) is reasoning; the rest is answer.
+      let text = raw, thought = "", said = "";
+      for (;;) {
+        const open = text.indexOf("<think>");
+        if (open < 0) { said += text; break; }
+        said += text.slice(0, open);
+        const close = text.indexOf("</think>", open);
+        if (close < 0) { thought += text.slice(open + 7); break; }
+        thought += text.slice(open + 7, close);
+        text = text.slice(close + 8);
+      }
+      said = said.replace(/<\/?think>/g, "");
+      const allReasoning = (reasoning + thought).replace(/^\s+/, "");
+      reasoningText.textContent = allReasoning;
+      reasoningBox.hidden = !allReasoning;
+      streamText.textContent = (answer + said).replace(/^\s+/, "");
+    };
+    return {
+      text(delta) { raw += delta; show(); },
+      reasoning(delta) { reasoning += delta; show(); },
+      answer(delta) { answer += delta; show(); },
+    };
+  }
+
   // Server-sent events: each "data: …" block is shown as it arrives; text deltas are joined above.
   async function readStream(response, elapsed) {
     streamView.hidden = false;
     streamText.textContent = "";
+    reasoningText.textContent = "";
+    reasoningBox.hidden = true;
+    const parts = splitter();
     streamEvents.replaceChildren();
     output.hidden = true;
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -191,9 +259,12 @@
         if (chunk.error || chunk.error_code) { showError(errorMessage(chunk, "The stream ended with an error.")); continue; }
         for (const choice of chunk.choices || []) {
           const delta = choice.delta ? choice.delta.content : choice.text;
-          if (typeof delta === "string") streamText.textContent += delta;
+          if (typeof delta === "string") parts.text(delta);
           else if (Array.isArray(delta)) {  // reasoning and text blocks
-            for (const part of delta) streamText.textContent += part.text || (part.summary || []).map((s) => s.text || "").join("");
+            for (const part of delta) {
+              if (part.type === "reasoning") parts.reasoning((part.summary || []).map((s) => s.text || "").join(""));
+              else if (typeof part.text === "string") parts.answer(part.text);
+            }
           }
         }
       }

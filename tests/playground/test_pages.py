@@ -367,3 +367,104 @@ def test_a_yaml_example_the_endpoint_would_refuse_names_its_line():
     with pytest.raises(ConfigError) as info:
         parse_text(WITH_EXAMPLES.replace('{messages: [{role: user, content: "Bye"}]}', '{prompt: "Bye"}'))
     assert info.value.line == 10 and "Second" in info.value.problem and "completions" in info.value.problem
+
+
+# --- the embedded models' warm-up and loading state (issue 11, item 10) -----------------------
+
+
+def model_state(client: Client, name: str = CHAT) -> dict:
+    response = client.get(f"/endpoints/{name}/model-state")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.django_db
+def test_it_says_the_embedded_model_is_loading_until_its_first_request_loads_it(signed_in):
+    from endpoints.providers.local import shutdown_runtimes
+
+    shutdown_runtimes()  # as after a start: nothing loaded
+    assert model_state(signed_in) == {"loading": True}
+    assert post_json(signed_in, f"/endpoints/{CHAT}/query", HELLO).status_code == 200
+    assert model_state(signed_in) == {"loading": False}
+
+
+@pytest.mark.django_db
+def test_an_external_endpoints_model_is_never_loading_and_an_unknown_one_is_a_404(signed_in):
+    apply(parse_text(SECRET_ENDPOINT))
+    assert model_state(signed_in, "vendor-chat") == {"loading": False}
+    response = signed_in.get("/endpoints/nope/model-state")
+    assert response.status_code == 404 and response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+@pytest.mark.django_db
+def test_the_warm_up_is_off_unless_turned_on():
+    from endpoints import warmup
+
+    assert warmup.start() is False  # FONDASI_WARMUP is off by default, so in the tests
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_warm_up_loads_the_served_models_in_the_background(client, alice, default_endpoints, settings):
+    import time
+
+    from endpoints import warmup
+    from endpoints.providers.local import shutdown_runtimes
+
+    client.force_login(alice)
+    shutdown_runtimes()
+    settings.WARMUP = True
+    assert warmup.served_local_models() == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
+    started = time.monotonic()
+    assert warmup.start(delay=0) is True  # returns at once: the weights load in another thread
+    assert time.monotonic() - started < 0.5
+    deadline = time.monotonic() + 120
+    while model_state(client) != {"loading": False} or model_state(client, "local-minilm-embeddings") != {"loading": False}:
+        assert time.monotonic() < deadline, "the warm-up did not load the models"
+        time.sleep(0.2)
+    assert warmup.start(delay=0) is False  # once per process
+
+
+# --- Get code (issue 11, item 12) -------------------------------------------------------------
+
+
+def get_code(client: Client, **body) -> str:
+    response = post_json(client, "/playground/code", {"endpoint": CHAT, **body})
+    assert response.status_code == 200
+    return page_text(response)
+
+
+@pytest.mark.django_db
+def test_get_code_never_invents_a_prompt_for_an_empty_one(signed_in):
+    code = get_code(signed_in, prompt="")
+    assert "Hello!" not in code
+    assert code.count('"content": "<your prompt>"') == 2  # in the Python and in the curl body
+
+
+@pytest.mark.django_db
+def test_get_code_names_the_token_as_the_endpoint_page_and_the_readme_do(signed_in):
+    from django.conf import settings
+
+    code = get_code(signed_in, prompt="Why?")
+    assert 'os.environ["DATABRICKS_TOKEN"]' in code and "token:$DATABRICKS_TOKEN" in code
+    assert '"TOKEN"' not in code and "$TOKEN " not in code
+    page = page_text(signed_in.get(f"/endpoints/{CHAT}/"))
+    assert 'os.environ["DATABRICKS_TOKEN"]' in page and "token:$DATABRICKS_TOKEN" in page
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    assert 'os.environ["TOKEN"]' not in readme and "$TOKEN" not in readme
+    assert 'os.environ["DATABRICKS_TOKEN"]' in readme
+
+
+@pytest.mark.django_db
+def test_get_code_indents_by_four_spaces_and_has_copy_buttons(signed_in):
+    code = get_code(signed_in, prompt="Why?", system="Be brief.",
+                    params={"temperature": 0.5, "max_tokens": 32, "thinking": True, "budget_tokens": 16})
+    assert ("    messages=[\n"
+            "        {\n"
+            '            "role": "system",\n'
+            '            "content": "Be brief.",\n'
+            "        },\n") in code
+    assert "    temperature=0.5,\n    max_tokens=32,\n" in code
+    assert ("    extra_body={\n"
+            '        "thinking": {\n'
+            '            "type": "enabled",\n') in code
+    assert code.count('class="copy" data-copy=') == 2
