@@ -107,6 +107,7 @@ ARGUMENTS = ("endpoint", "request", "returnType", "failOnError", "modelParameter
 CANCELLED = "The query was cancelled."
 _REQUEST_KEY = {CHAT: "messages", COMPLETIONS: "prompt", EMBEDDINGS: "input"}
 _INTERNAL_NAME = re.compile(r"ai_query__(?:udf)?\d+")
+_INTERNAL_CALL = re.compile(r"\bai_query__\d+\(")
 
 
 class SqlError(Exception):
@@ -176,6 +177,7 @@ class Call:
     # The endpoint and request arguments written "double-quoted", as Databricks' examples do (Spark
     # SQL reads a string there, DuckDB a column): (offset, end, the same string single-quoted).
     strings: tuple[tuple[int, int, str], ...] = ()
+    stop: int = 0  # offset just past the call's closing parenthesis
 
 
 @dataclass(frozen=True)
@@ -249,11 +251,11 @@ def find_calls(sql: str) -> list[Call]:
             continue
         if i + 1 >= len(tokens) or tokens[i + 1].text != "(":
             continue
-        args, _ = _arguments(tokens, i + 1)
+        args, closing = _arguments(tokens, i + 1)
         given = _bind(args)
         calls.append(Call(token.start, token.start + len(token.text), _endpoint(given.get("endpoint")),
                           _return_type(given.get("returntype")), _fail_on_error(given.get("failonerror")),
-                          _spark_strings(given)))
+                          _spark_strings(given), tokens[closing].start + 1))
     return calls
 
 
@@ -514,7 +516,7 @@ class Engine:
         tasks = {name: self._wait(self._task_of(name)) for name in {call.endpoint for call in calls}}
         conn = self._conn = self._connect()
         try:
-            text = self._register(conn, sql, calls, tasks)
+            text, written = self._register(conn, sql, calls, tasks)
             statements = conn.extract_statements(text)
             if not statements:
                 raise SqlError("The query is empty: write a statement such as SELECT ai_query('local-smollm2-chat', 'Hello').")
@@ -524,7 +526,7 @@ class Engine:
             self._check_cancelled()
             relation = conn.sql(statements[-1].query)
             table, note = self._fetch(relation)
-            columns = [str(c) for c in relation.columns]
+            columns = headers([str(c) for c in relation.columns], written)
             types = [str(t) for t in relation.types]
         except duckdb.Error as exc:
             raise self._error(exc) from None
@@ -603,21 +605,28 @@ class Engine:
         conn.execute("SET lock_configuration = true")
         return conn
 
-    def _register(self, conn: duckdb.DuckDBPyConnection, sql: str, calls: list[Call], tasks: dict[str, str]) -> str:
-        """Create one macro (and its UDF) per kind of call; ``sql`` with each call renamed to its macro."""
+    def _register(self, conn: duckdb.DuckDBPyConnection, sql: str, calls: list[Call],
+                  tasks: dict[str, str]) -> tuple[str, list[tuple[str, str]]]:
+        """Create one macro (and its UDF) per kind of call; ``sql`` with each call renamed to its
+        macro, and each renamed call's text with the text the user wrote (for :func:`headers`)."""
         names: dict[Kind, str] = {}
         pieces, last = [], 0
+        written = []
         for call in calls:
             kind = Kind(tasks[call.endpoint], call.return_type, call.fail_on_error)
             if kind not in names:
                 names[kind] = f"ai_query__{len(names) + 1}"
                 self._create(conn, names[kind], kind)
             pieces += [sql[last:call.start], names[kind]]
+            renamed, at = [names[kind]], call.end
             last = call.end
             for start, end, literal in call.strings:
                 pieces += [sql[last:start], literal]
-                last = end
-        return "".join(pieces) + sql[last:]
+                renamed += [sql[at:start], literal]
+                last = at = end
+            renamed.append(sql[at:call.stop])
+            written.append(("".join(renamed), " ".join(sql[call.start:call.stop].split())))
+        return "".join(pieces) + sql[last:], written
 
     def _create(self, conn: duckdb.DuckDBPyConnection, name: str, kind: Kind) -> None:
         udf = name.replace("__", "__udf")
@@ -817,6 +826,38 @@ def convert(values: pa.Array, sql_type: str) -> tuple[pa.Array, list[int]]:
     converted = out.combine_chunks() if out.num_chunks else pa.nulls(0, out.type)
     bad = [i for i, (a, b) in enumerate(zip(values.is_null().to_pylist(), converted.is_null().to_pylist())) if not a and b]
     return converted, bad
+
+
+def headers(columns: list[str], written: list[tuple[str, str]]) -> list[str]:
+    """Column names as the user wrote them: DuckDB names an unaliased column after its expression,
+    which holds our internal ``ai_query__1(…)`` call (and DuckDB's rewriting of its arguments);
+    each such call goes back to the text the user wrote, ``ai_query('local-smollm2-chat', q)``.
+    ``written`` pairs each renamed call's text with the user's (see ``Engine._register``)."""
+    if not any(_INTERNAL_CALL.search(c) for c in columns):
+        return columns
+    # DuckDB's name for an expression is the expression printed back from its parse tree; the same
+    # printing of each renamed call finds it in the names.
+    shown = sorted(((_printed(renamed), mine) for renamed, mine in written), key=lambda p: -len(p[0] or ""))
+    out = []
+    for column in columns:
+        if _INTERNAL_CALL.search(column):
+            for printed, mine in shown:
+                if printed:
+                    column = column.replace(printed, mine)
+            column = _INTERNAL_CALL.sub("ai_query(", column)
+        out.append(column)
+    return out
+
+
+def _printed(expression: str) -> str | None:
+    """``expression`` as DuckDB prints it back from its parse tree (as it names a column); None
+    when it does not parse on its own."""
+    with duckdb.connect() as conn:
+        try:
+            text = conn.execute("SELECT json_deserialize_sql(json_serialize_sql(?))", ["SELECT " + expression]).fetchone()[0]
+        except duckdb.Error:
+            return None
+    return text.removeprefix("SELECT ") if isinstance(text, str) else None
 
 
 def _fitting(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:

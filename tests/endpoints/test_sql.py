@@ -17,7 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from endpoints.config import apply, load_file, parse_text
-from endpoints.sql import CANCELLED, EMBED_CHUNK, Engine, SqlError, find_calls
+from endpoints.sql import CANCELLED, EMBED_CHUNK, Engine, SqlError, find_calls, write_csv
 from tests.conftest import ROOT
 from tests.fakes.openai_upstream import openai_upstream  # noqa: F401 (fixture)
 
@@ -448,3 +448,27 @@ def test_double_quoted_endpoint_and_request_are_strings_as_in_databricks_example
     calls = find_calls('SELECT ai_query("local-smollm2-chat", "Describe Databricks SQL in 30 words.") AS chat')
     assert calls[0].endpoint == "local-smollm2-chat"
     assert [literal for _, _, literal in calls[0].strings] == ["'local-smollm2-chat'", "'Describe Databricks SQL in 30 words.'"]
+
+
+# --- column names -----------------------------------------------------------------------------
+
+
+def test_an_unaliased_column_is_named_as_the_user_wrote_it_never_by_an_internal_name(fake):
+    result = run("SELECT ai_query('fake-chat', q), ai_query('fake-chat', 'Summarise: ' ||  q,\n"
+                 "       modelParameters => {'max_tokens': 3}), upper(ai_query(\"fake-chat\", q || '!')),\n"
+                 "       ai_query('fake-chat', q, failOnError => false), ai_query('fake-chat', q) AS answer\n"
+                 "FROM (VALUES ('a')) t(q)")
+    assert result.columns == [
+        "ai_query('fake-chat', q)",
+        "ai_query('fake-chat', 'Summarise: ' || q, modelParameters => {'max_tokens': 3})",
+        'upper(ai_query("fake-chat", q || \'!\'))',
+        "ai_query('fake-chat', q, failOnError => false)",
+        "answer",
+    ]
+
+
+def test_the_csv_has_the_same_headers_as_the_result(fake):
+    result = run("SELECT ai_query('fake-embeddings', 'ab') , 1 AS one")
+    out = io.StringIO()
+    write_csv(result, out)
+    assert out.getvalue().splitlines()[0] == "\"ai_query('fake-embeddings', 'ab')\",one"
