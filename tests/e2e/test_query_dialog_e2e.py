@@ -102,7 +102,7 @@ def test_get_code_has_copy_buttons_the_shared_token_name_and_no_invented_prompt(
 # --- the first request after a start (item 10) ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cold_server(fondasi_server):
     """A second Fondasi on the live server's database, just started with FONDASI_WARMUP off: its
     embedded models are not loaded, as on the first request after a start."""
@@ -153,5 +153,23 @@ def test_the_first_request_after_start_says_the_model_is_loading(browser, fondas
         assert not page.is_visible("#query-loading")
         assert json.loads(page.inner_text("#query-response"))["choices"][0]["message"]["content"]
         shot(page, "query-dialog-loaded")
+    finally:
+        context.close()
+
+
+def test_the_playground_pane_says_the_model_is_loading(browser, fondasi_server, cold_server):
+    context = browser.new_context(base_url=cold_server, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        sign_in(page, fondasi_server.username, fondasi_server.password)
+        page.goto("/playground/")
+        page.wait_for_function("document.getElementById('ws-status').textContent === ''")
+        page.fill("#prompt", "Say hello.")
+        page.click("#send")
+        page.wait_for_selector("#pane-0 .loading-model >> text=Loading the model… (first request after start)")
+        shot(page, "playground-loading")
+        page.wait_for_selector("#pane-0 .turn:not([data-streaming]) .figures")
+        assert page.locator("#pane-0 .loading-model").count() == 0
     finally:
         context.close()
