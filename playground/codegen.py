@@ -2,12 +2,10 @@
 
 ``pprint`` indents nested values by one space and packs short dicts on one line, which reads
 badly in a code sample; :func:`python_literal` puts one item a line, four spaces a level, and
-keeps short lists of scalars on one line. Strings are written in double quotes, as JSON writes them
-(a JSON string literal is a Python one), like the endpoint page's samples.
+keeps short lists of scalars on one line. Scalars are written as ``repr`` writes them.
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 # What Get code writes where the prompt box is empty: a visible placeholder to replace, never an
@@ -28,7 +26,7 @@ def python_literal(value: Any, level: int = 0) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = "".join(f"{inner}{python_literal(str(key))}: {python_literal(item, level + 1)},\n" for key, item in value.items())
+        items = "".join(f"{inner}{key!r}: {python_literal(item, level + 1)},\n" for key, item in value.items())
         return "{\n" + items + pad + "}"
     if isinstance(value, (list, tuple)):
         if not value:
@@ -38,6 +36,4 @@ def python_literal(value: Any, level: int = 0) -> str:
             return one_line
         items = "".join(f"{inner}{python_literal(item, level + 1)},\n" for item in value)
         return "[\n" + items + pad + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
     return repr(value)

@@ -88,7 +88,7 @@ def test_get_code_has_copy_buttons_the_shared_token_name_and_no_invented_prompt(
         page.click("#pane-0 .get-code")
         page.wait_for_selector("#pane-0 .code-box")
         code = page.inner_text("#pane-0 .code-python")
-        assert "Hello!" not in code and '"content": "<your prompt>"' in code
+        assert "Hello!" not in code and "'content': '<your prompt>'" in code
         assert 'os.environ["DATABRICKS_TOKEN"]' in code
         assert "token:$DATABRICKS_TOKEN" in page.inner_text("#pane-0 .code-curl")
         page.click("#pane-0 .code-box [data-copy='.code-python']")
