@@ -202,6 +202,8 @@ SQL_MAX_ROWS = envint("FONDASI_SQL_MAX_ROWS", 10000)
 SQL_MAX_RESULT_BYTES = envint("FONDASI_SQL_MAX_RESULT_BYTES", 32 * 1024 * 1024)
 SQL_TIMEOUT_SECONDS = float(env("FONDASI_SQL_TIMEOUT", "300"))
 SQL_MEMORY_LIMIT = env("FONDASI_SQL_MEMORY_LIMIT", "1GB")
+# Runs of the SQL page each person keeps (with their rows) in the database: their run history.
+SQL_HISTORY = envint("FONDASI_SQL_HISTORY", 20)
 # Images are decoded with a pixel budget: more pixels than this (after a JPEG's DCT scaling) is a 400.
 IMAGE_MAX_PIXELS = envint("FONDASI_IMAGE_MAX_PIXELS", 4096 * 4096)
 # Images a person keeps uploaded in the playground (count, and bytes as sent): past either, their

@@ -28,14 +28,14 @@ endpoints:
 
 @pytest.fixture(autouse=True)
 def _no_runs_left():
-    """Runs live in the process: each test starts with none and leaves none running."""
+    """Runs go on in threads of the process: each test leaves none running."""
     yield
-    for run in list(sql_page._runs.values()):
-        run.engine.cancel()
+    for active in list(sql_page._active.values()):
+        active.engine.cancel()
     deadline = time.monotonic() + 10
-    while any(r.finished is None for r in sql_page._runs.values()) and time.monotonic() < deadline:
+    while sql_page._active and time.monotonic() < deadline:
         time.sleep(0.05)
-    sql_page._runs.clear()
+    assert not sql_page._active, "a run did not stop"
 
 
 @pytest.fixture
@@ -204,3 +204,129 @@ def test_without_javascript_the_form_posts_and_the_page_shows_the_run(signed_in)
     poll(signed_in, run_id)
     html = signed_in.get(response["Location"]).content.decode()
     assert "SELECT 41 + 1 AS answer</textarea>" in html and "<td>42</td>" in html
+
+
+# --- runs stay reachable: the run history (issue 11, item 4) ------------------------------------
+
+
+def wait_for_request(fake, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not fake.requests:
+        assert time.monotonic() < deadline, "no ai_query request reached the vendor"
+        time.sleep(0.02)
+
+
+def test_a_second_run_while_one_runs_is_refused_in_its_own_place_and_the_first_stays(signed_in, fake):
+    fake.delay = 10
+    first, _ = start(signed_in, "SELECT ai_query('fake-chat', 'slow ' || i) FROM range(2) t(i)")
+    response = signed_in.post("/sql/run", {"sql": "SELECT 1"}, **HX)
+    assert response.status_code == 409
+    # The message goes above the run, whose progress and Cancel stay where they were.
+    assert response["HX-Retarget"] == "#sql-problem" and response["HX-Reswap"] == "innerHTML"
+    html = response.content.decode()
+    assert "is still running: cancel it, or wait for it to finish, before running another" in html
+    assert f'href="/sql/?run={first}"' in html and 'data-state="running"' not in html
+    # A reload shows the running run, its progress and its Cancel, in the page and in the history.
+    page = signed_in.get("/sql/").content.decode()
+    assert f'<div class="sql-run" data-state="running" data-run="{first}"' in page
+    assert page.count(f'hx-post="/sql/runs/{first}/cancel"') == 2
+    assert "ai_query: 0 of 2 rows" in page or "Running…" in page
+    wait_for_request(fake)
+    assert signed_in.post(f"/sql/runs/{first}/cancel", **HX).status_code == 200
+    assert 'data-state="cancelled"' in poll(signed_in, first)
+    second, _ = start(signed_in, "SELECT 1")  # once it has ended, the next one runs
+    assert second != first
+
+
+def test_the_history_lists_each_run_newest_first_with_its_state_and_a_link_to_it(signed_in):
+    ids = []
+    for sql in ("SELECT 1 AS a", "SELEC 2", "SELECT 'three' AS c"):
+        run_id, _ = start(signed_in, sql)
+        poll(signed_in, run_id)
+        ids.append(run_id)
+    html = signed_in.get("/sql/runs", **HX).content.decode()
+    items = re.findall(r'<li class="sql-history-item" data-run="([0-9a-f]+)" data-state="(\w+)"', html)
+    assert items == [(ids[2], "done"), (ids[1], "failed"), (ids[0], "done")]
+    assert "SELECT &#x27;three&#x27; AS c</pre>" in html and "syntax error" in html and "1 row · " in html
+    assert f'href="/sql/?run={ids[0]}"' in html and f'hx-get="/sql/runs/{ids[0]}"' in html
+    # The link reopens the run: its results and its query.
+    page = signed_in.get(f"/sql/?run={ids[0]}").content.decode()
+    assert "<td>1</td>" in page and "SELECT 1 AS a</textarea>" in page
+    # The history is on the page too, the run shown marked.
+    assert f'data-run="{ids[0]}" data-state="done" aria-current="true"' in page
+
+
+def test_a_reload_shows_the_latest_run_and_its_query(signed_in):
+    run_id, _ = start(signed_in, "SELECT 6 * 7 AS answer")
+    poll(signed_in, run_id)
+    html = signed_in.get("/sql/").content.decode()
+    assert "SELECT 6 * 7 AS answer</textarea>" in html and "<td>42</td>" in html
+    assert re.search(r'data-sql-at="[1-9]\d{12}"', html)  # when it ran, for the editor's newer-text rule
+
+
+def test_a_run_left_running_by_a_stopped_server_shows_as_failed_and_does_not_block(signed_in, alice):
+    from playground.models import SqlRun
+
+    left = SqlRun.objects.create(user=alice, sql="SELECT 'from before the restart'")
+    html = signed_in.get(f"/sql/runs/{left.pk}", **HX).content.decode()
+    assert 'data-state="failed"' in html and "The server stopped while this query was running" in html
+    assert "/cancel" not in html
+    run_id, _ = start(signed_in, "SELECT 1")
+    assert 'data-state="done"' in poll(signed_in, run_id)
+
+
+def test_finished_runs_and_their_rows_are_kept_in_the_database(signed_in, alice):
+    from playground.models import SqlRun
+
+    run_id, _ = start(signed_in, "SELECT i, 'row ' || i AS label, NULL AS n FROM range(3) t(i)")
+    poll(signed_in, run_id)
+    assert not sql_page._active  # nothing of it is left in the process's memory
+    run = SqlRun.objects.get(pk=run_id)
+    assert (run.user, run.state, run.columns, run.row_count) == (alice, "done", ["i", "label", "n"], 3)
+    assert run.rows[2] == ["2", "row 2", None]
+    assert signed_in.get(f"/sql/runs/{run_id}/csv").content.decode().splitlines() == [
+        "i,label,n", "0,row 0,", "1,row 1,", "2,row 2,"]
+
+
+def test_a_person_keeps_their_last_runs_only(signed_in, settings):
+    settings.SQL_HISTORY = 2
+    ids = []
+    for i in range(3):
+        run_id, _ = start(signed_in, f"SELECT {i}")
+        poll(signed_in, run_id)
+        ids.append(run_id)
+    html = signed_in.get("/sql/runs", **HX).content.decode()
+    assert ids[0] not in html and ids[1] in html and ids[2] in html
+    assert signed_in.get(f"/sql/runs/{ids[0]}", **HX).status_code == 404
+
+
+def test_another_persons_runs_are_never_seen_or_cancelled_on_any_url(signed_in, fake, django_user_model):
+    fake.delay = 10
+    run_id, _ = start(signed_in, "SELECT ai_query('fake-chat', 'slow')")
+    other = Client()
+    other.force_login(django_user_model.objects.create_user("mallory"))
+    for url in (f"/sql/runs/{run_id}", f"/sql/runs/{run_id}/csv"):
+        assert other.get(url, **HX).status_code == 404
+    assert other.post(f"/sql/runs/{run_id}/cancel", **HX).status_code == 404
+    assert other.post(f"/sql/runs/{run_id}/cancel").status_code == 404
+    page = other.get(f"/sql/?run={run_id}")
+    assert page.status_code == 404 and "No such query run of yours" in page.content.decode()
+    for html in (page.content.decode(), other.get("/sql/").content.decode(), other.get("/sql/runs", **HX).content.decode()):
+        assert run_id not in html and "slow" not in html
+    # mallory's own run is not refused because of alice's, and alice's still runs.
+    mine, _ = start(other, "SELECT 1")
+    assert 'data-state="done"' in poll(other, mine)
+    assert 'data-state="running"' in signed_in.get(f"/sql/runs/{run_id}", **HX).content.decode()
+
+
+def test_column_headers_and_the_csv_show_the_call_as_written(signed_in, fake):
+    run_id, _ = start(signed_in, "SELECT ai_query('fake-chat', q) FROM (VALUES ('hi')) t(q)")
+    html = poll(signed_in, run_id)
+    assert '<th scope="col">ai_query(&#x27;fake-chat&#x27;, q) <span class="sql-type">VARCHAR</span></th>' in html
+    assert "ai_query__" not in html
+    assert signed_in.get(f"/sql/runs/{run_id}/csv").content.decode().splitlines()[0] == "\"ai_query('fake-chat', q)\""
+
+
+def test_an_empty_query_is_refused_above_the_run_it_leaves_in_place(signed_in):
+    response = signed_in.post("/sql/run", {"sql": ""}, **HX)
+    assert response.status_code == 422 and response["HX-Retarget"] == "#sql-problem"
