@@ -9,6 +9,9 @@ Client → server::
                 "params": {"temperature": 0.7, "max_tokens": 256, "top_p": 1, "stop": ["…"],
                            "thinking": true, "budget_tokens": 64}}, …]}
     {"type": "stop"}
+    {"type": "layout", "conversation": 12, "panes": [<as in send>, …]}   the page's panes changed
+                                                            (added, removed, settings edited): saved
+                                                            so the conversation reopens as it is shown
 
 Server → client (``pane`` is the pane's index in the conversation)::
 
@@ -24,6 +27,7 @@ Server → client (``pane`` is the pane's index in the conversation)::
     {"type": "done", "pane": 0, "id": "turn-0-3", "html": "…"}   the finished turn (Markdown
                                                                rendered and sanitised server-side)
     {"type": "idle"}                                         no pane is streaming any more
+    {"type": "layout", "conversation": 12}                   a ``layout`` was saved
     {"type": "error", "message": "…"}                        a message the server could not use
 
 Signing out closes the sockets of that session with 4401 (after an ``error`` frame), and so does
@@ -32,7 +36,9 @@ the user: each socket joins a channel-layer group for its session and one for it
 
 Errors of one endpoint (rate limit, provider down, bad parameter) end that pane's turn with the
 error shown in it (in the ``done`` partial); the other panes go on. Each pane's thread holds only
-its own answers. Stop and disconnect cancel every pane's task; the task then closes its event
+its own answers. Every turn records the settings it was sent with (``turn["settings"]``, taken from
+the request body itself) and shows them. A pane the page no longer shows is kept (its number names
+its thread) but marked ``"removed": true``, so a reopened conversation shows the panes it was left with. Stop and disconnect cancel every pane's task; the task then closes its event
 stream, which stops generation upstream.
 """
 from __future__ import annotations
@@ -52,6 +58,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.contrib.sessions.models import Session
+from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -144,8 +151,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self.cancel_all()
         elif kind == "send":
             await self.start(content)
+        elif kind == "layout":
+            await self.save_layout(content)
         else:
-            raise ProtocolError(f"Unknown message type '{kind}'; expected 'send' or 'stop'.")
+            raise ProtocolError(f"Unknown message type '{kind}'; expected 'send', 'stop' or 'layout'.")
 
     # --- one prompt to every pane ------------------------------------------------------------
 
@@ -158,17 +167,31 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         endpoints = await registry.asnapshot()
         self.conversation = conversation
         self.tasks = {}
+        apply_layout(conversation, panes)
         for spec in panes:
             index = spec["pane"]
-            while len(conversation.panes) <= index:
-                conversation.panes.append({"endpoint": "", "system": "", "params": {}, "messages": [], "turns": []})
             pane = conversation.panes[index]
-            pane.update(endpoint=spec["endpoint"], system=spec["system"], params=spec["params"])
             self.tasks[index] = asyncio.create_task(self.run_pane(index, pane, prompt, images, endpoints))
         await self.save()
         if content.get("conversation") is None:
             await self.send_json({"type": "conversation", "id": conversation.pk, "title": conversation.title})
         self.supervisor = asyncio.create_task(self.watch(list(self.tasks.values())))
+
+    async def save_layout(self, content: dict) -> None:
+        """Keep the page's panes (endpoints, settings, which are shown) in the saved conversation."""
+        conversation_id = content.get("conversation")
+        if conversation_id is None:
+            raise ProtocolError("'conversation' must be a conversation id.")
+        panes = validate_panes(content.get("panes"), allow_empty=True)
+        current = self.conversation
+        if current is not None and current.pk == conversation_id:
+            conversation = current  # possibly streaming: its pane dicts are the ones the tasks fill
+        else:
+            conversation = await self.load_conversation(conversation_id, "")
+        apply_layout(conversation, panes)
+        async with self.save_lock:
+            await database_sync_to_async(conversation.save)()
+        await self.send_json({"type": "layout", "conversation": conversation.pk})
 
     async def watch(self, tasks: list[asyncio.Task]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,8 +209,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         endpoint = endpoints.get(pane["endpoint"])
         vision = can_see_images(endpoint)
         sent_images = images if vision else []
+        user_message = {"role": "user", "content": user_content(prompt, sent_images)}
+        body = request_body(pane, user_message)
         turn: dict[str, Any] = {
-            "prompt": prompt, "endpoint": pane["endpoint"], "images": [image["report"] | {"id": image["id"]} for image in images],
+            "prompt": prompt, "endpoint": pane["endpoint"], "settings": sent_settings(pane["endpoint"], body), "images": [image["report"] | {"id": image["id"]} for image in images],
             "reasoning": "", "answer": "", "figures": {}, "error": None, "stopped": False, "streaming": True,
             "notice": "" if vision or not images else "This endpoint cannot see images: they were not sent to it.",
         }
@@ -196,7 +221,6 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         turn_id = f"turn-{index}-{number}"
         await self.safe_send({"type": "turn", "pane": index, "id": turn_id, "html": turn_html(index, number, turn)})
 
-        user_message = {"role": "user", "content": user_content(prompt, sent_images)}
         reasoning: list[str] = []
         text: list[str] = []
         signature: str | None = None
@@ -220,7 +244,6 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
         stream = None
         try:
-            body = request_body(pane, user_message)
             query = await service.prepare(pane["endpoint"], body)
             stream = await query.stream()
             async for event in stream:
@@ -278,7 +301,14 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if conversation is None:
             return
         async with self.save_lock:
-            await database_sync_to_async(conversation.save)()
+            if conversation.pk is None:
+                await database_sync_to_async(conversation.save)()
+                return
+            try:  # never an INSERT: a conversation deleted meanwhile stays deleted
+                await database_sync_to_async(conversation.save)(force_update=True)
+            except DatabaseError:
+                log.info("playground conversation %s was deleted while in use; not saved", conversation.pk)
+                self.conversation = None
 
     @database_sync_to_async
     def load_conversation(self, conversation_id: Any, prompt: str) -> Conversation:
@@ -321,8 +351,12 @@ def validate_send(content: dict) -> tuple[str, list[str], list[dict]]:
         raise ProtocolError("'images' holds something that is not an upload id.") from None
     if not prompt.strip() and not images:
         raise ProtocolError("Write a prompt (or attach an image) first.")
-    panes = content.get("panes")
-    if not isinstance(panes, list) or not panes:
+    return prompt, images, validate_panes(content.get("panes"))
+
+
+def validate_panes(panes: Any, allow_empty: bool = False) -> list[dict]:
+    """The pane specs of a ``send`` or ``layout`` message, their parameters in one canonical shape."""
+    if not isinstance(panes, list) or not (panes or allow_empty):
         raise ProtocolError("'panes' must be a non-empty list.")
     if len(panes) > MAX_PANES:
         raise ProtocolError(f"At most {MAX_PANES} panes.")
@@ -340,8 +374,67 @@ def validate_send(content: dict) -> tuple[str, list[str], list[dict]]:
         if not isinstance(system, str) or not isinstance(params, dict):
             raise ProtocolError(f"panes[{i}]: 'system' must be a string and 'params' an object.")
         seen.add(index)
-        out.append({"pane": index, "endpoint": endpoint, "system": system, "params": params})
-    return prompt, images, out
+        out.append({"pane": index, "endpoint": endpoint, "system": system, "params": clean_params(params, f"panes[{i}]")})
+    return out
+
+
+PARAM_NUMBERS = ("temperature", "max_tokens", "top_p", "budget_tokens")
+
+
+def clean_params(params: dict, where: str) -> dict:
+    """A pane's parameters as kept and sent: numbers or None, ``stop`` a list of strings, ``thinking`` a bool.
+
+    ``stop`` may come as one string, one sequence per line (older pages); it is kept as the list
+    it stands for, so it shows and sends the same after any number of reopenings.
+    """
+    unknown = sorted(set(params) - {*PARAM_NUMBERS, "stop", "thinking"})
+    if unknown:
+        raise ProtocolError(f"{where}.params: unknown parameter '{unknown[0]}'.")
+    out: dict[str, Any] = {}
+    for name in PARAM_NUMBERS:
+        value = params.get(name)
+        if value == "":
+            value = None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+                                  or value in (float("inf"), float("-inf"))):
+            raise ProtocolError(f"{where}.params.{name} must be a number or null.")
+        out[name] = value
+    stop = params.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [s for s in stop.split("\n") if s]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise ProtocolError(f"{where}.params.stop must be a list of strings.")
+    out["stop"] = [s for s in stop if s]
+    thinking = params.get("thinking", False)
+    if not isinstance(thinking, bool):
+        raise ProtocolError(f"{where}.params.thinking must be true or false.")
+    out["thinking"] = thinking
+    return out
+
+
+def apply_layout(conversation: Conversation, panes: list[dict]) -> None:
+    """Make the conversation's panes those of ``panes`` (endpoint, system prompt, parameters); the
+    others are kept, with their threads, but marked removed (a pane's number names its thread)."""
+    shown = {spec["pane"]: spec for spec in panes}
+    while len(conversation.panes) <= max(shown, default=-1):
+        conversation.panes.append({"endpoint": "", "system": "", "params": {}, "messages": [], "turns": [], "removed": True})
+    for index, pane in enumerate(conversation.panes):
+        spec = shown.get(index)
+        if spec is None:
+            pane["removed"] = True
+        else:
+            pane.update(endpoint=spec["endpoint"], system=spec["system"], params=spec["params"], removed=False)
+
+
+def sent_settings(endpoint: str, body: dict) -> dict:
+    """What a turn was sent with, read from the request body itself (so it cannot differ from it)."""
+    thinking = body.get("thinking")
+    stop = body.get("stop") or []
+    return {"endpoint": endpoint, "temperature": body.get("temperature"), "max_tokens": body.get("max_tokens"),
+            "top_p": body.get("top_p"), "stop": stop, "stop_json": json.dumps(stop, ensure_ascii=False),
+            "thinking": bool(thinking), "budget_tokens": thinking["budget_tokens"] if thinking else None}
 
 
 def can_see_images(endpoint: Any) -> bool:

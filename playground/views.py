@@ -77,31 +77,65 @@ def chat_endpoints() -> list[dict[str, Any]]:
     ]
 
 
+def stop_text(stop: Any) -> str:
+    """A list of stop sequences as the Stop field shows it: one per line, a newline inside one
+    written ``\\n``, a tab ``\\t`` and a backslash ``\\\\`` (static/js/playground.js reads it back)."""
+    if isinstance(stop, str):  # kept by an older page: one sequence per line already
+        return stop
+    escape = {"\\": "\\\\", "\n": "\\n", "\t": "\\t"}
+    return "\n".join("".join(escape.get(c, c) for c in s) for s in stop or [] if isinstance(s, str))
+
+
+def shown_params(params: dict) -> dict:
+    """A pane's saved parameters as its fields show them: what the page sends back is what was saved."""
+    merged = DEFAULT_PARAMS | params
+    shown = {name: "" if merged.get(name) is None else str(merged[name])
+             for name in ("temperature", "max_tokens", "top_p", "budget_tokens")}
+    return shown | {"stop": stop_text(merged.get("stop")), "thinking": bool(merged.get("thinking"))}
+
+
 def pane_context(index: int, pane: dict, endpoints: list[dict]) -> dict:
     vision = next((e["vision"] for e in endpoints if e["name"] == pane.get("endpoint")), False)
-    return {"index": index, "pane": pane, "params": DEFAULT_PARAMS | pane.get("params", {}), "vision": vision,
+    return {"index": index, "pane": pane, "params": shown_params(pane.get("params") or {}), "vision": vision,
             "known": any(e["name"] == pane.get("endpoint") for e in endpoints)}
+
+
+def default_pane(endpoints: list[dict]) -> list[dict]:
+    first = next((e["name"] for e in endpoints if e["name"] == "local-smollm2-chat"), endpoints[0]["name"] if endpoints else "")
+    return [{"endpoint": first, "system": "", "params": {}, "turns": []}] if first else []
 
 
 @login_required
 @require_GET
 def playground(request: HttpRequest) -> HttpResponse:
+    """The page: a saved conversation (``?c=``) with the panes it was left with, or a new one, empty
+    or laid out like a saved one (``?layout=``: its panes' endpoints and settings, empty threads)."""
     endpoints = chat_endpoints()
-    conversation = None
-    if request.GET.get("c"):
-        try:
+    conversation = layout = None
+    try:
+        if request.GET.get("c"):
             conversation = get_object_or_404(Conversation, pk=int(request.GET["c"]), user=request.user)
-        except ValueError:
-            raise Http404("No such conversation.") from None
-    if conversation is not None and conversation.panes:
-        panes = conversation.panes
-    else:
-        first = next((e["name"] for e in endpoints if e["name"] == "local-smollm2-chat"), endpoints[0]["name"] if endpoints else "")
-        panes = [{"endpoint": first, "system": "", "params": {}, "turns": []}] if first else []
+        elif request.GET.get("layout"):
+            layout = Conversation.objects.filter(pk=int(request.GET["layout"]), user=request.user).first()
+    except ValueError:
+        raise Http404("No such conversation.") from None
+    if conversation is not None:
+        # A removed pane keeps its number (it names its thread), so the next one added gets a new one.
+        shown = [(i, p) for i, p in enumerate(conversation.panes) if not p.get("removed")]
+        next_pane = len(conversation.panes)
+        if not shown:
+            shown = [(next_pane, p) for p in default_pane(endpoints)]
+    else:  # a new conversation; laid out like ``layout`` with the same pane numbers, as the page left it
+        source = list(enumerate(layout.panes)) if layout is not None else []
+        shown = [(i, {"endpoint": p.get("endpoint", ""), "system": p.get("system", ""), "params": p.get("params") or {},
+                      "turns": []}) for i, p in source if not p.get("removed")]
+        shown = shown or list(enumerate(default_pane(endpoints)))
+        next_pane = len(source)
     return render(request, "playground/index.html", {
         "section": "playground",
         "endpoints": endpoints,
-        "panes": [pane_context(i, pane, endpoints) for i, pane in enumerate(panes)],
+        "panes": [pane_context(i, pane, endpoints) for i, pane in shown],
+        "next_pane": max([next_pane] + [i + 1 for i, _ in shown]),
         "conversation": conversation,
         "conversations": request.user.conversations.all()[:100],
         "samples": SAMPLE_PROMPTS,

@@ -65,6 +65,9 @@
         if (turn) turn.outerHTML = msg.html;  // server-rendered: autoescaped + sanitised Markdown
         break;
       }
+      case "layout":
+        root.dataset.layoutSaved = msg.conversation;
+        break;
       case "idle":
         setBusy(false);
         refreshConversations();
@@ -133,14 +136,47 @@
       system: field("system").value,
       params: {
         temperature: num("temperature"), max_tokens: num("max_tokens"), top_p: num("top_p"),
-        stop: field("stop").value.split("\n").filter(Boolean),
+        stop: readStops(field("stop").value),
         thinking: field("thinking").checked, budget_tokens: num("budget_tokens"),
       },
     };
   }
+  // The Stop field: one sequence per line; inside one, \n is a newline, \t a tab and \\ a
+  // backslash (the server writes the saved list back the same way: playground/views.py stop_text).
+  function readStops(text) {
+    return text.split("\n").filter((line) => line !== "")
+      .map((line) => line.replace(/\\([\\nt])/g, (_, c) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\")));
+  }
+  // What a pane sends is what its own fields show ("Same settings" copies them into every pane).
   function paneRequest(pane) {
-    const same = $("#same-settings").checked ? paneSettings($$(".pane")[0]) : paneSettings(pane);
-    return { pane: Number(pane.dataset.pane), endpoint: pane.dataset.endpoint, ...same };
+    return { pane: Number(pane.dataset.pane), endpoint: pane.dataset.endpoint, ...paneSettings(pane) };
+  }
+  function copySettings(from, to) {
+    $$(".settings [name]", from).forEach((src) => {
+      const el = $(`.settings [name="${src.name}"]`, to);
+      if (!el || el === src) return;
+      if (el.type === "checkbox") el.checked = src.checked; else el.value = src.value;
+    });
+  }
+  // The page's panes (endpoints, settings, which are shown) are kept in the open conversation.
+  let layoutTimer = null;
+  function saveLayout(delay = 0) {
+    clearTimeout(layoutTimer);
+    layoutTimer = setTimeout(() => {
+      if (!conversationId() || !socket || socket.readyState !== WebSocket.OPEN) return;
+      root.dataset.layoutSaved = "";
+      socket.send(JSON.stringify({ type: "layout", conversation: conversationId(), panes: $$(".pane").map(paneRequest) }));
+    }, delay);
+  }
+  // A new, empty conversation with the same panes and settings (after "New conversation", or when
+  // the open conversation was deleted).
+  function startFresh(url) {
+    root.dataset.conversation = "";
+    $$(".pane .thread").forEach((t) => t.replaceChildren());
+    $$(".pane .code").forEach((c) => c.replaceChildren());
+    composerError.textContent = "";
+    history.replaceState(null, "", url);
+    refreshConversations();
   }
   const imageIds = () => $$("[data-image-id]", attachments).map((el) => el.dataset.imageId);
   const conversationId = () => (root.dataset.conversation ? Number(root.dataset.conversation) : null);
@@ -174,12 +210,37 @@
     root.dataset.nextPane = next + 1;
     const url = root.dataset.paneUrl + "?" + new URLSearchParams({ endpoint: $("#new-endpoint").value, pane: next });
     const response = await fetch(url, { credentials: "same-origin" });
-    if (response.ok) $("#panes").insertAdjacentHTML("beforeend", await response.text());
-    else composerError.textContent = await response.text();
+    if (response.ok) {
+      $("#panes").insertAdjacentHTML("beforeend", await response.text());
+      const panes = $$(".pane");
+      if ($("#same-settings").checked && panes.length > 1) copySettings(panes[0], panes[panes.length - 1]);
+      saveLayout();
+    } else composerError.textContent = await response.text();
   });
+  $("#new-conversation").addEventListener("click", (e) => {
+    if (busy) return;  // the link itself: the page reloads, the server stops and saves the answers
+    e.preventDefault();
+    startFresh(location.pathname + (conversationId() ? "?layout=" + conversationId() : ""));
+  });
+  // Deleting the open conversation leaves a new, empty one with the same panes.
+  // (htmx fires beforeSwap on the list, naming the button; after the swap the button is gone)
+  document.body.addEventListener("htmx:beforeSwap", (e) => {
+    const button = (e.detail.requestConfig && e.detail.requestConfig.elt) || {};
+    if (e.detail.xhr.status !== 200 || !button.classList || !button.classList.contains("delete-conversation")) return;
+    if (button.dataset.conversation !== root.dataset.conversation) return;
+    if (busy && socket) socket.send(JSON.stringify({ type: "stop" }));
+    startFresh(location.pathname);
+  });
+  $("#same-settings").addEventListener("change", (e) => {
+    if (!e.target.checked) return;
+    const panes = $$(".pane");
+    panes.slice(1).forEach((pane) => copySettings(panes[0], pane));
+    saveLayout();
+  });
+  root.addEventListener("change", (e) => { if (e.target.closest(".pane .settings")) saveLayout(300); });
   root.addEventListener("click", async (e) => {
     const pane = e.target.closest(".pane");
-    if (e.target.closest(".remove-pane")) pane.remove();
+    if (e.target.closest(".remove-pane")) { pane.remove(); saveLayout(); }
     else if (e.target.closest(".close-code")) $(".code", pane).replaceChildren();
     else if (e.target.closest(".remove-image")) {
       e.target.closest(".thumb").remove();

@@ -409,3 +409,33 @@ async def test_images_go_to_panes_that_can_see_and_others_say_so(fake, alice, se
     parts = fake.last_request.json["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["text", "image_url"]
     await communicator.disconnect()
+
+
+async def test_every_turn_records_what_it_was_sent_with_and_the_panes_shown_are_kept(fake, session_cookie):
+    communicator, _ = await connect(session_cookie)
+    await communicator.send_json_to(send("Hi", pane(0, "fake-chat", stop=["###"], top_p=0.5),
+                                         pane(1, "fake-chat", stop="A\nB", thinking=False)))
+    frames = await until_idle(communicator)
+    conversation_id = next(f["id"] for f in frames if f["type"] == "conversation")
+    panes = await conversation_panes(conversation_id)
+    assert panes[1]["params"]["stop"] == ["A", "B"]  # kept as the list that was sent
+    settings = {p: panes[p]["turns"][0]["settings"] for p in (0, 1)}
+    assert settings[0] | {"stop_json": None} == {
+        "endpoint": "fake-chat", "temperature": 0, "max_tokens": 24, "top_p": 0.5, "stop": ["###"],
+        "stop_json": None, "thinking": False, "budget_tokens": None}
+    assert {r.json["top_p"] for r in fake.requests if "top_p" in r.json} == {0.5}
+    done = [f for f in frames if f["type"] == "done"]
+    assert all("temperature 0 · max tokens 24" in f["html"] for f in done)
+
+    # The page removes pane 0: kept (its number names its thread) but not shown again.
+    await communicator.send_json_to({"type": "layout", "conversation": conversation_id,
+                                     "panes": [pane(1, "fake-chat", temperature=1.5), pane(3, "fake-chat")]})
+    assert (await communicator.receive_json_from(timeout=10)) == {"type": "layout", "conversation": conversation_id}
+    panes = await conversation_panes(conversation_id)
+    assert [p.get("removed") for p in panes] == [True, False, True, False]
+    assert panes[1]["params"]["temperature"] == 1.5 and len(panes[1]["turns"]) == 1
+
+    await communicator.send_json_to({"type": "layout", "conversation": conversation_id,
+                                     "panes": [pane(1, "fake-chat", stop=[1])]})
+    assert "params.stop must be a list of strings" in (await communicator.receive_json_from(timeout=10))["message"]
+    await communicator.disconnect()

@@ -224,3 +224,35 @@ def test_endpoint_example_inputs_are_one_click_prompts(signed_in):
     html = signed_in.get("/playground/").content.decode()
     assert 'data-prompt="Say hi &amp; bye"' in html and "Ask &lt;b&gt;politely&lt;/b&gt;" in html
     assert "Vectors" not in html  # not a chat example
+
+
+def test_a_reopened_pane_shows_its_saved_settings_as_they_are_sent_and_removed_panes_stay_removed(signed_in, alice):
+    """Issue 11: the Stop field showed the saved list's Python repr (``[]``), which was then sent back as a stop."""
+    params = {"temperature": 0, "max_tokens": 7, "top_p": None, "stop": ["###", "a\nb", "back\\slash"],
+              "thinking": True, "budget_tokens": 32}
+    c = Conversation.objects.create(user=alice, title="T", panes=[
+        {"endpoint": "local-smollm2-chat", "system": "", "params": {}, "messages": [], "turns": [], "removed": True},
+        {"endpoint": "local-smollm2-chat", "system": "Be brief.", "params": params, "messages": [], "turns": []},
+        {"endpoint": "local-smollm2-chat", "system": "", "params": {"stop": []}, "messages": [], "turns": []},
+    ])
+    html = unescape(signed_in.get(f"/playground/?c={c.pk}").content.decode())
+    assert 'id="pane-0"' not in html and 'id="pane-1"' in html and 'id="pane-2"' in html
+    assert 'data-next-pane="3"' in html
+    assert '<textarea name="stop" rows="2" aria-describedby="stop-help-1">\n###\na\\nb\nback\\\\slash</textarea>' in html
+    assert '<textarea name="stop" rows="2" aria-describedby="stop-help-2">\n</textarea>' in html
+    assert "[]" not in html and "None" not in html
+    assert 'name="temperature" type="number" step="0.1" value="0"' in html
+    assert 'name="top_p" type="number" step="0.05" value=""' in html
+
+
+def test_a_new_conversation_can_keep_the_panes_of_another(signed_in, alice):
+    turn = {"prompt": "an old prompt", "answer": "an old answer", "reasoning": "", "figures": {}, "images": [],
+            "error": None, "streaming": False}
+    c = Conversation.objects.create(user=alice, title="T", panes=[
+        {"endpoint": "local-smollm2-chat", "system": "", "params": {}, "messages": [], "turns": [turn], "removed": True},
+        {"endpoint": "local-smollm2-chat", "system": "S", "params": {"temperature": 1.5}, "messages": [], "turns": [turn]},
+    ])
+    html = signed_in.get(f"/playground/?layout={c.pk}").content.decode()
+    assert 'id="pane-1"' in html and 'id="pane-0"' not in html and 'value="1.5"' in html
+    assert "an old prompt" not in html and 'data-conversation=""' in html
+    assert signed_in.get("/playground/?layout=x").status_code == 404
