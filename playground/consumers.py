@@ -9,6 +9,10 @@ Client → server::
                 "params": {"temperature": 0.7, "max_tokens": 256, "top_p": 1, "stop": ["…"],
                            "thinking": true, "budget_tokens": 64}}, …]}
     {"type": "stop"}
+    {"type": "send", …, "replace_last": true}              edit and resend: the prompt replaces the
+                                                            last turn of every pane sent to
+    {"type": "regenerate", "conversation": 12, "pane": <a pane as in send>}   that pane's last prompt
+                                                            answered again in place of its last answer
     {"type": "layout", "conversation": 12, "panes": [<as in send>, …]}   the page's panes changed
                                                             (added, removed, settings edited): saved
                                                             so the conversation reopens as it is shown
@@ -26,6 +30,8 @@ Server → client (``pane`` is the pane's index in the conversation)::
                                                             written, replacing the previous tail
     {"type": "done", "pane": 0, "id": "turn-0-3", "html": "…"}   the finished turn (Markdown
                                                                rendered and sanitised server-side)
+    {"type": "retract", "pane": 0, "id": "turn-0-3"}         that turn was taken away (regenerate,
+                                                            edit and resend): the page removes it
     {"type": "idle"}                                         no pane is streaming any more
     {"type": "layout", "conversation": 12}                   a ``layout`` was saved
     {"type": "error", "message": "…"}                        a message the server could not use
@@ -153,8 +159,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self.start(content)
         elif kind == "layout":
             await self.save_layout(content)
+        elif kind == "regenerate":
+            await self.regenerate(content)
         else:
-            raise ProtocolError(f"Unknown message type '{kind}'; expected 'send', 'stop' or 'layout'.")
+            raise ProtocolError(f"Unknown message type '{kind}'; expected 'send', 'stop', 'layout' or 'regenerate'.")
 
     # --- one prompt to every pane ------------------------------------------------------------
 
@@ -167,6 +175,11 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         endpoints = await registry.asnapshot()
         self.conversation = conversation
         self.tasks = {}
+        if content.get("replace_last") is True and content.get("conversation") is not None:
+            # Edit and resend: the new prompt takes the place of the last turn in every pane sent to.
+            for spec in panes:
+                if spec["pane"] < len(conversation.panes):
+                    await self.retract_last(spec["pane"], conversation.panes[spec["pane"]])
         apply_layout(conversation, panes)
         for spec in panes:
             index = spec["pane"]
@@ -176,6 +189,44 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if content.get("conversation") is None:
             await self.send_json({"type": "conversation", "id": conversation.pk, "title": conversation.title})
         self.supervisor = asyncio.create_task(self.watch(list(self.tasks.values())))
+
+    async def regenerate(self, content: dict) -> None:
+        """Answer one pane's last prompt again (its images too) in place of its last answer, with the
+        settings the pane shows (those the page sends, as for ``send``)."""
+        if any(not task.done() for task in self.tasks.values()):
+            raise ProtocolError("Still answering: press Stop or wait before regenerating.")
+        conversation_id = content.get("conversation")
+        if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
+            raise ProtocolError("'conversation' must be a conversation id.")
+        spec = validate_panes([content.get("pane")])[0]
+        current = self.conversation
+        conversation = current if current is not None and current.pk == conversation_id else \
+            await self.load_conversation(conversation_id, "")
+        index = spec["pane"]
+        if index >= len(conversation.panes) or not conversation.panes[index]["turns"]:
+            raise ProtocolError("This pane has no answer to regenerate yet.")
+        pane = conversation.panes[index]
+        last = pane["turns"][-1]
+        images = await self.load_images([str(image["id"]) for image in last.get("images") or [] if image.get("id")])
+        endpoints = await registry.asnapshot()
+        self.conversation = conversation
+        await self.retract_last(index, pane)
+        pane.update(endpoint=spec["endpoint"], system=spec["system"], params=spec["params"], removed=False)
+        self.tasks = {index: asyncio.create_task(self.run_pane(index, pane, last["prompt"], images, endpoints))}
+        await self.save()
+        self.supervisor = asyncio.create_task(self.watch(list(self.tasks.values())))
+
+    async def retract_last(self, index: int, pane: dict) -> None:
+        """Take a pane's last turn (and, when it joined the thread, its two messages) away; the page
+        removes it."""
+        if not pane.get("turns"):
+            return
+        number = len(pane["turns"]) - 1
+        last = pane["turns"].pop()
+        kept = last.get("kept", last.get("error") is None and bool(last.get("answer") or last.get("reasoning")))
+        if kept and len(pane.get("messages") or []) >= 2:
+            del pane["messages"][-2:]
+        await self.safe_send({"type": "retract", "pane": index, "id": f"turn-{index}-{number}"})
 
     async def save_layout(self, content: dict) -> None:
         """Keep the page's panes (endpoints, settings, which are shown) in the saved conversation."""
@@ -285,6 +336,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if turn["error"] is None and (text or reasoning):
             pane["messages"].append(user_message)
             pane["messages"].append(assistant_message(turn["reasoning"], signature, turn["answer"]))
+            turn["kept"] = True  # these two messages belong to this turn (Regenerate takes them away)
         await self.save()
         await self.safe_send({"type": "done", "pane": index, "id": turn_id, "html": turn_html(index, number, turn)})
 

@@ -97,7 +97,7 @@ def shown_params(params: dict) -> dict:
 def pane_context(index: int, pane: dict, endpoints: list[dict]) -> dict:
     vision = next((e["vision"] for e in endpoints if e["name"] == pane.get("endpoint")), False)
     return {"index": index, "pane": pane, "params": shown_params(pane.get("params") or {}), "vision": vision,
-            "known": any(e["name"] == pane.get("endpoint") for e in endpoints)}
+            "known": any(e["name"] == pane.get("endpoint") for e in endpoints), "endpoints": endpoints}
 
 
 def default_pane(endpoints: list[dict]) -> list[dict]:

@@ -39,9 +39,16 @@
       case "turn":
         if (!thread) break;
         thread.insertAdjacentHTML("beforeend", msg.html);  // server-rendered, autoescaped
-        thread.scrollTop = thread.scrollHeight;
+        layoutRows();
+        thread.lastElementChild.scrollIntoView({ block: "nearest" });
         showModelLoading(thread);
         break;
+      case "retract": {  // a turn taken away (Regenerate, edit and resend): its answer is replaced
+        const old = document.getElementById(msg.id);
+        if (old) old.remove();
+        layoutRows();
+        break;
+      }
       case "delta": {
         const turn = thread && $(".turn[data-streaming]:last-of-type", thread);
         if (!turn) break;
@@ -56,7 +63,6 @@
           stopTimer(turn.id);
           showAnswer($(".answer-live", turn), msg.append, msg.tail);
         }
-        thread.scrollTop = thread.scrollHeight;
         break;
       }
       case "done": {
@@ -173,6 +179,8 @@
   function startFresh(url) {
     root.dataset.conversation = "";
     $$(".pane .thread").forEach((t) => t.replaceChildren());
+    setEditing(false);
+    layoutRows();
     $$(".pane .code").forEach((c) => c.replaceChildren());
     composerError.textContent = "";
     history.replaceState(null, "", url);
@@ -190,7 +198,9 @@
     if (!socket || socket.readyState !== WebSocket.OPEN) { composerError.textContent = "Not connected yet; try again in a moment."; return; }
     socket.send(JSON.stringify({
       type: "send", conversation: conversationId(), prompt: prompt.value, images: imageIds(), panes: panes.map(paneRequest),
+      replace_last: editing && conversationId() !== null,
     }));
+    setEditing(false);
     prompt.value = "";
     attachments.replaceChildren();
     root.classList.remove("has-images");
@@ -200,6 +210,12 @@
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); if (!busy) $("#composer").requestSubmit(); }
   });
   stopBtn.addEventListener("click", () => socket && socket.send(JSON.stringify({ type: "stop" })));
+  // Esc stops the answers (and, when idle, leaves editing the last prompt).
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.defaultPrevented) return;
+    if (busy && socket) socket.send(JSON.stringify({ type: "stop" }));
+    else if (editing) { setEditing(false); prompt.value = ""; }
+  });
   $$(".sample").forEach((b) => b.addEventListener("click", () => { prompt.value = b.dataset.prompt; prompt.focus(); }));
 
   // --- panes ------------------------------------------------------------------------------
@@ -214,6 +230,8 @@
       $("#panes").insertAdjacentHTML("beforeend", await response.text());
       const panes = $$(".pane");
       if ($("#same-settings").checked && panes.length > 1) copySettings(panes[0], panes[panes.length - 1]);
+      activeTab = panes.length - 1;
+      refreshPanes();
       saveLayout();
     } else composerError.textContent = await response.text();
   });
@@ -238,9 +256,10 @@
     saveLayout();
   });
   root.addEventListener("change", (e) => { if (e.target.closest(".pane .settings")) saveLayout(300); });
+  root.addEventListener("input", (e) => { if (e.target.closest(".pane .settings")) $$(".pane").forEach(updateChip); });
   root.addEventListener("click", async (e) => {
     const pane = e.target.closest(".pane");
-    if (e.target.closest(".remove-pane")) { pane.remove(); saveLayout(); }
+    if (e.target.closest(".remove-pane")) { pane.remove(); refreshPanes(); saveLayout(); }
     else if (e.target.closest(".close-code")) $(".code", pane).replaceChildren();
     else if (e.target.closest(".remove-image")) {
       e.target.closest(".thumb").remove();
@@ -252,7 +271,36 @@
         body: JSON.stringify({ ...paneRequest(pane), conversation: conversationId(), prompt: prompt.value, images: imageIds() }),
       });
       $(".code", pane).innerHTML = await response.text();  // server-rendered, autoescaped
+    } else if (e.target.closest(".regenerate")) {
+      if (busy || !conversationId()) return;
+      if (!socket || socket.readyState !== WebSocket.OPEN) { composerError.textContent = "Not connected yet; try again in a moment."; return; }
+      composerError.textContent = "";
+      socket.send(JSON.stringify({ type: "regenerate", conversation: conversationId(), pane: paneRequest(pane) }));
+      setBusy(true);
+    } else if (e.target.closest(".edit-prompt")) {
+      const text = $(".prompt-text", e.target.closest(".turn"));
+      prompt.value = text ? text.textContent : "";
+      setEditing(true);
+      prompt.focus();
+    } else if (e.target.closest(".pane-tabs [data-tab]")) {
+      showTab(Number(e.target.closest("[data-tab]").dataset.tab));
     }
+  });
+  // Switching a pane's endpoint keeps its thread: the next prompt goes to the new endpoint with it.
+  root.addEventListener("change", (e) => {
+    const select = e.target.closest("select.pane-endpoint");
+    if (!select) return;
+    const pane = select.closest(".pane"), option = select.selectedOptions[0];
+    pane.dataset.endpoint = select.value;
+    if (option && option.dataset.vision) pane.dataset.vision = option.dataset.vision;
+    const badge = $(".pane-head .badge", pane);
+    if (badge && option && option.dataset.vision) {
+      const sees = option.dataset.vision === "true";
+      badge.textContent = sees ? "sees images" : "text only";
+      badge.classList.toggle("ready", sees);
+    }
+    updateChip(pane);
+    saveLayout();
   });
   // "Same settings for all panes": an edit in one pane is mirrored into the others.
   root.addEventListener("input", (e) => {
@@ -298,5 +346,64 @@
     if (window.htmx) htmx.ajax("GET", url, { target: "#conversations" });
   }
 
+  // --- the comparison layout: letters, chips, rows, tabs -----------------------------------
+  // Each pane is labelled A, B, C… (its place on the page) with a chip of what it sends, so two panes
+  // of the same model are told apart at a glance. On a phone the letters are tabs: one pane shown.
+  let activeTab = 0, editing = false;
+  const letter = (i) => (i < 26 ? String.fromCharCode(65 + i) : "P" + (i + 1));
+  function updateChip(pane) {
+    const { params } = paneSettings(pane), chip = $(".pane-chip", pane);
+    if (!chip) return;
+    const shown = (v) => (v === null || Number.isNaN(v) ? "default" : String(v));
+    chip.textContent = [pane.dataset.endpoint, "temp " + shown(params.temperature), "max " + shown(params.max_tokens),
+      params.thinking ? "thinking " + shown(params.budget_tokens) : "no thinking"].join(" · ");
+  }
+  function layoutRows() {  // the panes' grid: their tops, then one row per turn of the longest thread
+    const turns = Math.max(0, ...$$(".pane .thread").map((t) => t.children.length));
+    $("#panes").style.setProperty("--rows", String(1 + turns));
+  }
+  function refreshPanes() {
+    const panes = $$(".pane");
+    activeTab = Math.min(Math.max(activeTab, 0), Math.max(panes.length - 1, 0));
+    let tabs = $("#pane-tabs");
+    if (!tabs) {
+      tabs = document.createElement("div");
+      tabs.id = "pane-tabs";
+      tabs.className = "pane-tabs";
+      tabs.setAttribute("role", "tablist");
+      tabs.setAttribute("aria-label", "Panes");
+      $("#panes").before(tabs);
+    }
+    tabs.replaceChildren(...panes.map((pane, i) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.tab = i;
+      b.setAttribute("role", "tab");
+      b.setAttribute("aria-selected", String(i === activeTab));
+      b.setAttribute("aria-controls", pane.id);
+      b.title = pane.dataset.endpoint;
+      b.textContent = letter(i);
+      return b;
+    }));
+    panes.forEach((pane, i) => {
+      $(".pane-letter", pane).textContent = letter(i);
+      pane.setAttribute("aria-label", "Pane " + letter(i) + ": " + pane.dataset.endpoint);
+      pane.classList.toggle("tab-active", i === activeTab);
+      updateChip(pane);
+    });
+    layoutRows();
+  }
+  function showTab(i) { activeTab = i; refreshPanes(); }
+  function setEditing(on) {
+    editing = on;
+    $("#composer").classList.toggle("editing", on);
+    sendBtn.textContent = on ? "Resend" : "Send";
+    sendBtn.title = on ? "Send the edited prompt in place of the last turn of every pane (Esc cancels)" : "";
+  }
+
+  refreshPanes();
+  // A reopened conversation opens at its latest turn.
+  const lastTurn = $$(".pane .thread .turn").pop();
+  if (lastTurn) lastTurn.scrollIntoView({ block: "start" });
   connect();
 })();
