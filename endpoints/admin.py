@@ -41,7 +41,7 @@ class ServedEntityForm(forms.ModelForm):
 
     class Meta:
         model = ServedEntity
-        fields = ["name", "provider", "model", "config", "position"]
+        fields = ["name", "provider", "model", "config", "vision", "position"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -67,7 +67,7 @@ class ServedEntityForm(forms.ModelForm):
         endpoint = getattr(self.instance, "endpoint", None) if self.instance.endpoint_id else None
         task = self.data.get("task") or (endpoint.task if endpoint else None)
         if task and data.get("provider") and data.get("model"):
-            row = {k: data.get(k) for k in ("name", "provider", "model", "config")}
+            row = {k: data.get(k) for k in ("name", "provider", "model", "config", "vision")}
             try:  # as the signed-in user: READ on each secret's scope, the upstream address policy
                 problem = check_entity(task, row, user=getattr(self, "acting_user", None))
             except ServingError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from .errors import ServingError
 from .json_limits import MAX_CONFIG_DEPTH, MAX_DEPTH, MAX_DESCRIPTION_CHARS, check_json, check_text, measure
@@ -86,6 +86,8 @@ class EntityDecl(_Strict):
     name: str | None = None
     foundation_model: FoundationModelDecl | None = None
     external_model: ExternalModelDecl | None = None
+    #: whether the model sees images; unset: as the provider knows (:attr:`Provider.vision`)
+    vision: StrictBool | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "EntityDecl":
@@ -101,7 +103,7 @@ class EntityDecl(_Strict):
             ext = self.external_model
             model, provider, config = ext.name, ext.provider, ext.provider_config
         name = self.name or re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")[:63] or "entity"
-        return {"name": name, "provider": provider, "model": model, "config": config}
+        return {"name": name, "provider": provider, "model": model, "config": config, "vision": self.vision}
 
 
 class ExampleDecl(_Strict):
@@ -482,7 +484,7 @@ def current(endpoint: ServingEndpoint) -> dict[str, Any]:
         "description": endpoint.description,
         "tags": endpoint.tags,
         "entities": [
-            {"name": e.name, "provider": e.provider, "model": e.model, "config": e.config}
+            {"name": e.name, "provider": e.provider, "model": e.model, "config": e.config, "vision": e.vision}
             for e in endpoint.entities.all()
         ],
         "examples": [

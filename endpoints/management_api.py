@@ -48,7 +48,7 @@ from django.core.exceptions import ValidationError as ModelValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from . import registry
 from .auth import Principal
@@ -88,6 +88,8 @@ class ServedEntityIn(_Body):
     external_model: ExternalModelDecl | None = None
     entity_name: str | None = None
     foundation_model: FoundationModelDecl | None = None  # the endpoints file's spelling of entity_name
+    #: whether the model sees images (Fondasi's own field); unset: as the provider knows
+    vision: StrictBool | None = None
     # Databricks' compute sizing, sent by scripts written for Databricks; nothing to size here.
     entity_version: str | None = None
     workload_size: str | None = None
@@ -105,9 +107,9 @@ class ServedEntityIn(_Body):
 
     def decl(self) -> EntityDecl:
         if self.external_model is not None:
-            return EntityDecl(name=self.name, external_model=self.external_model)
+            return EntityDecl(name=self.name, external_model=self.external_model, vision=self.vision)
         local = self.entity_name or self.foundation_model.name
-        return EntityDecl(name=self.name, foundation_model=FoundationModelDecl(name=local))
+        return EntityDecl(name=self.name, foundation_model=FoundationModelDecl(name=local), vision=self.vision)
 
 
 class ServedModelIn(_Body):
@@ -439,6 +441,8 @@ def _entity_object(entity: ServedEntity, task: str) -> dict[str, Any]:
         out["external_model"] = {
             "name": entity.model, "provider": entity.provider, "task": task, key: masked(entity.config),
         }
+    if entity.vision is not None:  # set on the entity; unset, the provider's default applies
+        out["vision"] = entity.vision
     out["state"] = {"deployment": "DEPLOYMENT_READY"}
     return out
 

@@ -58,6 +58,11 @@ class ServedEntity(models.Model):
     provider = models.CharField(max_length=40, help_text="'local' or an external provider such as 'openai-compatible'.")
     model = models.CharField(max_length=200, help_text="The model name at the provider (or in the local catalog).")
     config = models.JSONField(default=dict, blank=True, help_text="The provider's configuration.")
+    vision = models.BooleanField(
+        null=True, blank=True, default=None,
+        help_text="Whether the model sees images (image parts are sent to it). Unknown: as the model is "
+        "known to (yes for Claude, Gemini, Bedrock, Cohere; no for the embedded models, openai-compatible and custom).",
+    )
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:

@@ -119,7 +119,8 @@ def _read() -> dict[str, Endpoint]:
                 problems[e.name] = f"Endpoint '{ep.name}' cannot be queried: served entity '{e.name}', {exc.message}"
                 if _snapshot.get(ep.name) is None or _snapshot[ep.name].problems.get(e.name) != problems[e.name]:
                     log.warning("%s", problems[e.name])
-            entities.append(EntitySpec(name=e.name, provider=e.provider, model=e.model, task=ep.task, config=config))
+            entities.append(EntitySpec(name=e.name, provider=e.provider, model=e.model, task=ep.task, vision=e.vision,
+                                       config=config))
         out[ep.name] = Endpoint(
             name=ep.name,
             task=ep.task,

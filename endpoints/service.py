@@ -227,10 +227,14 @@ def check_supported(endpoint: Endpoint, provider: Provider, request: Request) ->
             if name not in allowed:
                 known = ", ".join(sorted(allowed)) or "none"
                 raise invalid(f"extra_params '{name}' is not supported by {who}. Supported extra_params: {known}.")
-    if isinstance(request, ChatRequest) and not provider.vision:
+    if isinstance(request, ChatRequest) and not provider.sees_images:
         for i, message in enumerate(request.messages):
             if message.has_images():
-                raise invalid(f"messages[{i}] contains an image, but {who} cannot see images.")
+                raise invalid(
+                    f"messages[{i}] contains an image, but {who} cannot see images. If its model can, set "
+                    f"'vision: true' on served entity '{provider.spec.name}' of endpoint '{endpoint.name}' "
+                    "(endpoints file, management API or admin)."
+                )
 
 
 async def prepare(name: str, body: Any, *, expect_task: str | None = None, route: str = "") -> Query:

@@ -493,7 +493,7 @@ def can_see_images(endpoint: Any) -> bool:
     if endpoint is None or endpoint.task != CHAT or not endpoint.entities:
         return False
     try:
-        return bool(get_provider(endpoint.entities[0]).vision)
+        return get_provider(endpoint.entities[0]).sees_images
     except ServingError:
         return False
 

@@ -74,7 +74,7 @@ def entity_metadata(spec: EntitySpec) -> tuple[list[tuple[str, str]], str]:
     except ServingError as exc:
         return [], exc.message
     if spec.task == CHAT:
-        info.setdefault("vision", provider.vision)
+        info.setdefault("vision", provider.sees_images)
     if spec.task == EMBEDDINGS and provider.normalized_embeddings is not None:
         info.setdefault("normalized", provider.normalized_embeddings)
     rows = []

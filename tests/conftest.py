@@ -128,6 +128,7 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
     task: llm/v1/chat
     served_entities:
       - name: fake-vision-model
+        vision: true                  # an openai-compatible model sees images only when it says so
         external_model:
           name: a-vision-model
           provider: openai-compatible

@@ -43,6 +43,7 @@ endpoints:
     task: llm/v1/chat
     served_entities:
       - name: fuzz-chat-entity
+        vision: true  # takes images (an openai-compatible model says so)
         external_model: {{name: m, provider: openai-compatible, openai_config: {{openai_api_base: "{base}"}}}}
   - name: fuzz-completions
     task: llm/v1/completions

@@ -33,10 +33,12 @@ class EntitySpec:
     task: str
     # Holds resolved credentials: never in a repr (and so never in a log line or a traceback).
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    #: whether the model sees images, as the served entity says (``vision``); None: as the provider knows
+    vision: bool | None = None
 
     @property
     def key(self) -> tuple:
-        return (self.provider, self.model, self.task, json.dumps(self.config, sort_keys=True))
+        return (self.provider, self.model, self.task, self.vision, json.dumps(self.config, sort_keys=True))
 
 
 class Provider:
@@ -48,7 +50,8 @@ class Provider:
     supported_params: ClassVar[frozenset[str]] = frozenset()
     #: keys of ``extra_params`` it honours; ``None`` means passed through to the vendor untouched
     supported_extra_params: ClassVar[frozenset[str] | None] = frozenset()
-    #: whether the model can see images
+    #: whether the models this provider serves are known to see images: the default of a served
+    #: entity's ``vision`` setting (read :attr:`sees_images`, which honours the setting)
     vision: ClassVar[bool] = False
     #: whether the provider's own prompt_tokens already count images (else the pipeline's estimate is added)
     counts_image_tokens: ClassVar[bool] = False
@@ -57,6 +60,11 @@ class Provider:
 
     def __init__(self, spec: EntitySpec) -> None:
         self.spec = spec
+
+    @property
+    def sees_images(self) -> bool:
+        """Whether image parts may be sent to this served entity: its ``vision`` setting, else :attr:`vision`."""
+        return self.vision if self.spec.vision is None else self.spec.vision
 
     def chat(self, request: ChatRequest) -> AsyncIterator[Event]:
         raise ServingError(f"Provider '{self.spec.provider}' cannot serve chat.", "NOT_IMPLEMENTED")

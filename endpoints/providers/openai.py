@@ -135,6 +135,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     """OpenAI's API at api.openai.com (or another ``openai_api_base``), or Azure OpenAI."""
 
     supported_params = PARAMS | {"thinking"}
+    vision = True  # OpenAI's current chat models (GPT-4o, 4.1, 5, o-series) see images; else `vision: false`
 
     def __init__(self, spec: EntitySpec) -> None:
         api_type = spec.config.get("openai_api_type") or "openai"

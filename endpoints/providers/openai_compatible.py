@@ -275,7 +275,7 @@ class OpenAICompatibleProvider(Provider):
     tasks = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
     supported_params = PARAMS | VLLM_PARAMS
     supported_extra_params = None
-    vision = True
+    vision = False  # a server's model is unknown: the served entity says `vision: true` when it sees images
     counts_image_tokens = True  # vLLM, llama.cpp server and the like count image tokens in prompt_tokens
     #: how errors name the vendor
     label: str = LABEL

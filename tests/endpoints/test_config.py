@@ -34,9 +34,30 @@ def test_it_parses_local_and_external_entities():
     decls = parse_text(GOOD)
     assert [d.name for d in decls] == ["chat-a", "vllm"]
     assert decls[0].served_entities[0].row() == {
-        "name": "smollm2-135m-instruct", "provider": "local", "model": "smollm2-135m-instruct", "config": {}}
+        "name": "smollm2-135m-instruct", "provider": "local", "model": "smollm2-135m-instruct", "config": {},
+        "vision": None}
     assert decls[1].served_entities[0].row()["config"] == {"openai_api_base": "http://127.0.0.1:9/v1"}
     assert decls[0].tags == [{"key": "team", "value": "search"}]
+
+
+@pytest.mark.django_db
+def test_vision_is_a_served_entity_setting_applied_and_changed_like_the_rest():
+    from endpoints import registry
+    from endpoints.providers import get_provider
+
+    apply(parse_text(GOOD))
+    registry.invalidate()
+    # Unset: as the provider knows. An openai-compatible server's model is unknown: no images.
+    assert not get_provider(registry.snapshot()["vllm"].entities[0]).sees_images
+    changes = apply(parse_text(GOOD.replace("      - name: llama\n", "      - name: llama\n        vision: true\n")))
+    assert changes.changed == ["vllm"]
+    registry.invalidate()
+    assert get_provider(registry.snapshot()["vllm"].entities[0]).sees_images
+
+
+def test_a_vision_that_is_not_true_or_false_names_its_line():
+    err = problem(GOOD.replace("      - name: llama\n", "      - name: llama\n        vision: sometimes\n"))
+    assert err.line == 12 and "vision" in err.problem and "boolean" in err.problem
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line():

@@ -32,6 +32,7 @@ ENDPOINTS = """
     task: llm/v1/chat
     served_entities:
       - name: vendor-model
+        vision: true
         external_model:
           name: a-vendor-model
           provider: openai-compatible

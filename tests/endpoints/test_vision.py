@@ -7,6 +7,7 @@ import json
 
 import pytest
 import pytest_asyncio
+from asgiref.sync import sync_to_async
 from PIL import Image
 
 from endpoints.config import apply, parse_text
@@ -22,6 +23,7 @@ endpoints:
     task: llm/v1/chat
     served_entities:
       - name: vision-entity
+        vision: true
         external_model:
           name: a-vision-model
           provider: openai-compatible
@@ -113,8 +115,53 @@ async def test_an_endpoint_that_cannot_see_images_says_so(default_endpoints, aut
     assert response.status_code == 400
     assert response.json()["message"] == (
         "messages[0] contains an image, but endpoint 'local-smollm2-chat' (provider 'local', "
-        "model 'smollm2-135m-instruct') cannot see images."
+        "model 'smollm2-135m-instruct') cannot see images. If its model can, set 'vision: true' on served "
+        "entity 'smollm2-135m-instruct' of endpoint 'local-smollm2-chat' (endpoints file, management API or admin)."
     )
+
+
+@pytest.fixture
+def text_only(openai_upstream, db):  # noqa: F811
+    apply(parse_text(VISION.format(base=openai_upstream.base_url).replace("        vision: true\n", "")))
+    return openai_upstream
+
+
+async def test_an_openai_compatible_endpoint_sees_images_only_when_its_entity_says_so(text_only, auth_headers):
+    # A vLLM or llama.cpp server may serve a text-only model: unless the served entity says
+    # `vision: true`, images are refused here with a 400 naming the setting, not sent to fail upstream.
+    openai_upstream = text_only
+    response = await post(api_client(auth_headers), "/serving-endpoints/vision-chat/invocations", ask(data_url(300, 300)))
+    assert response.status_code == 400, response.content
+    message = response.json()["message"]
+    assert "endpoint 'vision-chat'" in message and "cannot see images" in message
+    assert "set 'vision: true' on served entity 'vision-entity'" in message
+    assert not openai_upstream.requests
+    # Text still goes through, and the entity's setting is what the product page shows.
+    response = await post(api_client(auth_headers), "/serving-endpoints/vision-chat/invocations",
+                          {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert response.status_code == 200, response.content
+
+
+@pytest.fixture
+def claude_text_only(db):
+    apply(parse_text("""
+endpoints:
+  - name: claude-text
+    task: llm/v1/chat
+    served_entities:
+      - name: claude-entity
+        vision: false
+        external_model:
+          name: claude-sonnet-4-5
+          provider: anthropic
+          anthropic_config: {anthropic_api_key: sk-test, anthropic_api_base: "http://127.0.0.1:9"}
+"""))
+
+
+async def test_vision_false_turns_images_off_for_a_provider_whose_models_see(claude_text_only, auth_headers):
+    response = await post(api_client(auth_headers), "/serving-endpoints/claude-text/invocations", ask(data_url(300, 300)))
+    assert response.status_code == 400
+    assert "'vision: true' on served entity 'claude-entity' of endpoint 'claude-text'" in response.json()["message"]
 
 
 async def test_the_query_keeps_what_the_pipeline_sent_for_each_image(vision):
@@ -126,3 +173,19 @@ async def test_the_query_keeps_what_the_pipeline_sent_for_each_image(vision):
     assert reports[0]["original_size"] == [2000, 2000] and reports[0]["resized"]
     assert reports[0]["tokens"] <= 1600
     assert reports[1]["warnings"] and "200" in reports[1]["warnings"][0]
+
+
+async def test_the_management_api_sets_shows_and_validates_vision(openai_upstream, auth_headers):  # noqa: F811
+    from tests.endpoints.test_management_api import URL, create_body, external, make_user, send
+
+    root = await sync_to_async(make_user)("root", staff=True)
+    entity = {**external("seer", base=openai_upstream.base_url), "vision": True}
+    response = await send(root, "post", URL, create_body("seer-chat", entity))
+    assert response.status_code == 200, response.content
+    assert response.json()["config"]["served_entities"][0]["vision"] is True
+    response = await post(api_client(auth_headers), "/serving-endpoints/seer-chat/invocations", ask(data_url(300, 300)))
+    assert response.status_code == 200, response.content
+    assert openai_upstream.last_request.json["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/jpeg")
+    # Only true or false: "yes" is a 400 naming the field.
+    response = await send(root, "post", URL, create_body("bad-chat", {**external("x"), "vision": "yes"}))
+    assert response.status_code == 400 and "vision" in response.json()["message"], response.content

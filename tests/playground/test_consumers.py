@@ -27,6 +27,7 @@ endpoints:
     task: llm/v1/chat
     served_entities:
       - name: fake-entity
+        vision: true
         external_model:
           name: a-vision-model
           provider: openai-compatible
