@@ -208,7 +208,7 @@ def test_copy_regenerate_edit_and_resend_and_switch_endpoint(page, vendor):
     assert [m["content"] for m in vendor.last_request.json["messages"] if m["role"] == "user"] == ["Name a fruit."]
     shot(page, "playground-layout-07-edited-and-resent")
 
-    # Switch pane A's endpoint in place: its thread stays and goes with the next prompt.
+    # Switch pane B's endpoint in place: its thread stays and goes with the next prompt.
     page.select_option(f"#pane-{panes[1]} select.pane-endpoint", LOCAL)
     assert page.get_attribute(f"#pane-{panes[1]}", "data-endpoint") == LOCAL
     assert LOCAL in page.inner_text(f"#pane-{panes[1]} .pane-chip")
