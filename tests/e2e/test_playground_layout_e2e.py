@@ -240,5 +240,8 @@ def test_on_a_phone_panes_are_tabs(page, vendor):
     assert tabs.nth(0).get_attribute("aria-selected") == "true"
     assert "Compare these." in page.inner_text(f"#thread-{panes[0]}")
     assert height < 3 * 844, height
+    for y in (0, 600, 10**6):  # Send and Stop stay on screen on a phone too
+        page.evaluate(f"window.scrollTo(0, {y})")
+        assert in_viewport(page, "#send") and in_viewport(page, "#stop"), y
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "playground-layout-10-phone-tab-a")
