@@ -63,6 +63,7 @@ import io
 import ipaddress
 import math
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,7 +265,7 @@ def prepare_image(raw: bytes, index: int = 0, *, total: int = 1) -> PreparedImag
     decodable image or break a size limit; never any other exception for bad input.
     """
     if not raw:
-        raise invalid(f"Image {index} is empty.")
+        raise _refused(f"Image {index} is empty.", "{name} is empty: choose the image file again.")
     try:
         # Only the four accepted plugins are tried: the format comes from the bytes, and no
         # other decoder ever sees untrusted input.
@@ -276,9 +277,9 @@ def prepare_image(raw: bytes, index: int = 0, *, total: int = 1) -> PreparedImag
     except UnidentifiedImageError:
         raise _unsupported(raw, index) from None
     except Exception:  # a plugin choked on a malformed header
-        raise invalid(
+        raise _refused(
             f"Image {index} could not be read: its data is corrupt or not an image. "
-            "Send a JPEG, PNG, GIF or WebP file."
+            "Send a JPEG, PNG, GIF or WebP file.", NOT_SUPPORTED,
         ) from None
 
     with im:
@@ -290,9 +291,10 @@ def prepare_image(raw: bytes, index: int = 0, *, total: int = 1) -> PreparedImag
         except Exception:
             # Pillow raises OSError, ValueError, SyntaxError, struct.error... on truncated or
             # corrupt data; all of them mean the same thing to the person sending the image.
-            raise invalid(
+            raise _refused(
                 f"Image {index} could not be decoded as {_format_name(source_format)}: "
-                "the data is truncated or corrupt."
+                "the data is truncated or corrupt.",
+                f"{{name}} could not be read as {_format_name(source_format)}: the file is damaged or incomplete.",
             ) from None
     if prepared.source_format == "MPO":
         # Reported as JPEG: an MPO is a JPEG with extra pictures appended (many cameras write
@@ -535,14 +537,40 @@ def _unsupported(raw: bytes, index: int) -> ServingError:
     if found is None and raw.lstrip()[:5].lower() in (b"<?xml", b"<svg ", b"<svg>"):
         found = "SVG"
     if found:
-        return invalid(
+        return _refused(
             f"Image {index} is a {found} image, which is not accepted; convert it to JPEG, PNG, "
-            "GIF or WebP and send it again."
+            "GIF or WebP and send it again.",
+            f"{{name}} is a {found} image, which is not supported: convert it to JPEG, PNG, GIF or WebP.",
         )
-    return invalid(
+    return _refused(
         f"Image {index} is not a JPEG, PNG, GIF or WebP image (its bytes are none of these, "
-        "whatever type its URL declares); send one of these formats."
+        "whatever type its URL declares); send one of these formats.", NOT_SUPPORTED,
     )
+
+
+# --- what the pages say -------------------------------------------------------------------------
+
+#: How the pages word an upload that is no image they take (``{name}``: the file's name).
+NOT_SUPPORTED = "{name} is not a supported image (JPEG, PNG, GIF or WebP)."
+_NUMBERED = re.compile(r"^Image \d+(?=[ '])")
+
+
+def _refused(message: str, plain: str) -> ServingError:
+    """A 400 worded for API clients (``message``: "Image 0 …", numbered from 0 as the request's
+    image parts are), with ``plain``: how the pages say it to a person, ``{name}`` the file's name."""
+    error = invalid(message)
+    error.plain = plain  # type: ignore[attr-defined]
+    return error
+
+
+def for_person(problem: ServingError | str, name: str) -> str:
+    """What the playground shows for an image error or warning: named by ``name`` (the file's
+    name, or "Image 1"…, counted from 1), in plain words where the API's are technical."""
+    plain = getattr(problem, "plain", None)
+    if plain:
+        return plain.format(name=name)
+    text = problem.message if isinstance(problem, ServingError) else problem
+    return _NUMBERED.sub(lambda _: name, text, count=1)
 
 
 # --- settings -------------------------------------------------------------------------------

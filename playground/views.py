@@ -135,6 +135,8 @@ def playground(request: HttpRequest) -> HttpResponse:
         "section": "playground",
         "endpoints": endpoints,
         "panes": [pane_context(i, pane, endpoints) for i, pane in shown],
+        # "Attach image" and "Describe image" only when some pane's endpoint can see images
+        "sees_images": any(pane_context(i, pane, endpoints)["vision"] for i, pane in shown),
         "next_pane": max([next_pane] + [i + 1 for i, _ in shown]),
         "conversation": conversation,
         "conversations": request.user.conversations.all()[:100],
@@ -216,7 +218,7 @@ def upload_images(request: HttpRequest) -> HttpResponse:
         try:
             prepared = pipeline.prepare_image(upload.read(), number)
         except ServingError as exc:
-            errors.append(f"{name}: {exc.message}")
+            errors.append(pipeline.for_person(exc, name))  # "photo.png is not a supported image …"
             continue
         if len(prepared.data_url) > quota_bytes:
             errors.append(f"{name}: even scaled down it is {_mib(len(prepared.data_url))}, more than the "
@@ -224,7 +226,8 @@ def upload_images(request: HttpRequest) -> HttpResponse:
             continue
         report = prepared.report()
         image = PlaygroundImage.objects.create(user=request.user, name=name[:255], data_url=prepared.data_url, report=report)
-        uploaded.append({"id": str(image.id), "name": image.name, **report})
+        uploaded.append({"id": str(image.id), "name": image.name, **report,
+                         "warnings": [pipeline.for_person(w, image.name) for w in report.get("warnings", ())]})
     if len(files) > MAX_IMAGES:
         errors.append(f"At most {MAX_IMAGES} images per message; the rest were not attached.")
     removed = keep_within_quota(request.user, {im["id"] for im in uploaded})

@@ -263,6 +263,7 @@
     else if (e.target.closest(".close-code")) $(".code", pane).replaceChildren();
     else if (e.target.closest(".remove-image")) {
       e.target.closest(".thumb").remove();
+      clearImageMessages();  // what the last attach said goes with the images it was about
       root.classList.toggle("has-images", imageIds().length > 0);
     } else if (e.target.closest(".get-code")) {
       const response = await fetch(root.dataset.codeUrl, {
@@ -316,6 +317,11 @@
   async function upload(files) {
     const images = Array.from(files).filter((f) => f.size >= 0);
     if (!images.length) return;
+    clearImageMessages();
+    if (!seesImages()) {
+      composerError.textContent = "No pane's endpoint can see images: add a pane marked “sees images” to attach one.";
+      return;
+    }
     const form = new FormData();
     images.forEach((f) => form.append("images", f, f.name || "pasted.png"));
     composerError.textContent = "";
@@ -328,6 +334,18 @@
     root.classList.toggle("has-images", imageIds().length > 0);
   }
   $("#image-input").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
+  function clearImageMessages() { $$(".thumb-error, .thumb-note", attachments).forEach((el) => el.remove()); }
+  // "Attach image" and "Describe image" only while some pane's endpoint can see images (each pane
+  // says data-vision); kept up to date as panes are added, removed or switched to another endpoint.
+  const seesImages = () => $$(".pane").some((pane) => pane.dataset.vision === "true");
+  function showImageControls() {
+    const sees = seesImages();
+    $$("[data-needs-vision]").forEach((el) => { el.hidden = !sees; });
+  }
+  new MutationObserver(showImageControls).observe($("#panes"), {
+    childList: true, subtree: true, attributes: true, attributeFilter: ["data-vision"],
+  });
+  showImageControls();
   const composer = $("#composer");
   composer.addEventListener("dragover", (e) => { e.preventDefault(); composer.classList.add("dragging"); });
   composer.addEventListener("dragleave", () => composer.classList.remove("dragging"));

@@ -114,7 +114,19 @@
 
   // A readable line from the API's error body: {"error_code": …, "message": …}.
   const errorMessage = (body, fallback) =>
-    body && typeof body === "object" && body.message ? `${body.error_code || "ERROR"}: ${body.message}` : fallback;
+    body && typeof body === "object" && body.message
+      ? imageProblem(body.message) || `${body.error_code || "ERROR"}: ${body.message}` : fallback;
+  // An image error in a person's words, numbered from 1: the API's "Image 0 …" counts the request's
+  // image parts from 0 and names the wire format (endpoints/images.py words the same for uploads).
+  function imageProblem(message) {
+    const found = /^Image (\d+)((?:'s| ).*)$/s.exec(message);
+    if (!found) return "";
+    const name = "Image " + (Number(found[1]) + 1);
+    if (/^ (is not a JPEG, PNG, GIF or WebP image|could not be read)/.test(found[2])) {
+      return name + " is not a supported image (JPEG, PNG, GIF or WebP).";
+    }
+    return name + found[2];
+  }
 
   async function send() {
     if (controller) return;  // one request at a time

@@ -817,3 +817,18 @@ def test_the_resize_in_strips_gives_the_same_pixels_as_one_resize():
     source = PILImage.frombytes("RGB", (2000, 1500), bytes(rng.randrange(256) for _ in range(2000 * 1500 * 3)))
     whole = source.resize((1264, 948), PILImage.Resampling.LANCZOS)
     assert _resize(source, (1264, 948)).tobytes() == whole.tobytes()
+
+
+def test_the_pages_name_a_refused_upload_by_its_file_in_plain_words():
+    from endpoints.images import for_person
+
+    error = rejected(lambda: prepare_image(b"this is not an image at all, just text", 0))
+    assert error.message.startswith("Image 0 is not a JPEG, PNG, GIF or WebP image")  # the API's own wording
+    assert for_person(error, "photo.png") == "photo.png is not a supported image (JPEG, PNG, GIF or WebP)."
+    bmp = rejected(lambda: prepare_image(solid((300, 300), "BMP"), 2))
+    assert for_person(bmp, "scan.bmp") == (
+        "scan.bmp is a BMP image, which is not supported: convert it to JPEG, PNG, GIF or WebP.")
+    big = rejected(lambda: prepare_image(solid((8001, 2)), 0))
+    assert for_person(big, "Image 1") == "Image 1 is 8001×2 px; images may be at most 8000 px on a side."
+    small = prepare_image(solid((100, 100)), 0)
+    assert for_person(small.warnings[0], "icon.png").startswith("icon.png is sent at 100×100 px;")
