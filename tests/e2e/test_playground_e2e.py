@@ -164,7 +164,8 @@ def test_the_playground_fits_a_phone(page):
     prompt = page.locator("#prompt").bounding_box()
     composer = page.locator("#composer").bounding_box()
     assert prompt["width"] >= composer["width"] - 40, (prompt, composer)  # the prompt box spans the composer
-    for button in ("#send", "#stop", "label.attach"):
+    assert page.locator("label.attach").is_hidden()  # the embedded model sees no images: no Attach image
+    for button in ("#send", "#stop"):
         box = page.locator(button).bounding_box()
         assert box["height"] >= 44 and box["width"] >= 80 and box["x"] + box["width"] <= 390, (button, box)
     set_param(page, 0, "max_tokens", "24")
