@@ -209,7 +209,7 @@ def test_without_javascript_the_form_posts_and_the_page_shows_the_run(signed_in)
 # --- runs stay reachable: the run history (issue 11, item 4) ------------------------------------
 
 
-def wait_for_request(fake, timeout: float = 10) -> None:
+def wait_for_request(fake, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not fake.requests:
         assert time.monotonic() < deadline, "no ai_query request reached the vendor"
