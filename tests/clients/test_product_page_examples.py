@@ -71,8 +71,10 @@ def claude(claude_workspace, fondasi_server) -> Iterator[FakeOpenAIUpstream]:
     claude_workspace.reasoning_signature = SIGNATURE
     claude_workspace.pieces = [ANSWER]
     config = {"databricks_workspace_url": claude_workspace.url, "databricks_api_token_plaintext": "dapi-remote"}
-    entity = {"name": "claude", "external_model": {"name": "databricks-claude-3-7-sonnet", "task": "llm/v1/chat",
-              "provider": "databricks-model-serving", "databricks_model_serving_config": config}}
+    # A remote workspace's model is unknown to us: that this one (Claude) sees images is said here.
+    entity = {"name": "claude", "vision": True,
+              "external_model": {"name": "databricks-claude-3-7-sonnet", "task": "llm/v1/chat",
+                                 "provider": "databricks-model-serving", "databricks_model_serving_config": config}}
     created = management(fondasi_server, "POST", "", {"name": "page-claude", "config": {"served_entities": [entity]}})
     assert created.status_code == 200, created.text
     yield claude_workspace
