@@ -146,9 +146,17 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
                    env={**env, "DJANGO_SUPERUSER_PASSWORD": LIVE_PASSWORD}, check=True, capture_output=True)
     out = subprocess.run([*manage, "create_token", "--name", "live", "--superuser"], env=env, check=True, capture_output=True, text=True)
     token = out.stdout.strip().splitlines()[-1]
-    port = _free_port()
     log = var / "server.log"
-    with open(log, "wb") as fh:
+    proc, url = start_daphne(env, log)
+    yield LiveServer(url, token, log)
+    stop_daphne(proc)
+
+
+def start_daphne(env: dict[str, str], log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start Fondasi under daphne with ``env``, its output appended to ``log``; return once
+    /healthz answers 200: (the process, its base URL)."""
+    port = port or _free_port()
+    with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
             cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -158,16 +166,19 @@ def fondasi_server(tmp_path_factory, live_vendor) -> LiveServer:
     while True:
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
+                return proc, url
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"Fondasi did not start:\n{log.read_text()}")
         time.sleep(0.2)
-    yield LiveServer(url, token, log)
+
+
+def stop_daphne(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import LOOPBACK, ROOT, _free_port
+from tests.conftest import LOOPBACK, start_daphne, stop_daphne
 from tests.e2e.conftest import shot, sign_in
 
 CHAT = "local-smollm2-chat"
@@ -111,31 +106,9 @@ def cold_server(fondasi_server):
            "FONDASI_UPSTREAM_ALLOWED_NETWORKS": ",".join(LOOPBACK),
            "FONDASI_ENDPOINTS_FILE": str(var / "endpoints.yaml"), "DJANGO_SETTINGS_MODULE": "playground.settings"}
     env.pop("DATABASE_URL", None)
-    port = _free_port()
-    log = var / "cold-server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
-            cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"Fondasi did not start:\n{log.read_text()}")
-        time.sleep(0.2)
+    proc, url = start_daphne(env, var / "cold-server.log")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_daphne(proc)
 
 
 def test_the_first_request_after_start_says_the_model_is_loading(browser, fondasi_server, cold_server):

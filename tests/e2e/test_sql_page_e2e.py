@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import LIVE_PASSWORD, ROOT, _free_port
+from tests.conftest import LIVE_PASSWORD, ROOT, _free_port, start_daphne, stop_daphne
 from tests.e2e.conftest import shot, sign_in
 
 SLOW = "SELECT ai_query('fake-vision', 'row ' || i) AS answer FROM range(3) t(i)"
@@ -107,27 +105,10 @@ class _Server:
                        env={**self.env, "DJANGO_SUPERUSER_PASSWORD": LIVE_PASSWORD}, check=True, capture_output=True)
 
     def start(self) -> None:
-        with open(self.var / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(self.port),
-                 "playground.asgi:application"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, (self.var / "server.log").read_text()
-            time.sleep(0.2)
+        self.proc, _ = start_daphne(self.env, self.var / "server.log", self.port)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_daphne(self.proc)
 
 
 @pytest.fixture
