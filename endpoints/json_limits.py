@@ -31,9 +31,12 @@ def _scalar_bytes(value: Any) -> int:
     return len(repr(value))
 
 
-def measure(value: Any, *, stop_depth: int | None = None, stop_bytes: int | None = None) -> tuple[int, int]:
+def measure(
+    value: Any, *, stop_depth: int | None = None, stop_bytes: int | None = None, sized: bool = True
+) -> tuple[int, int]:
     """(nesting depth, approximate JSON bytes) of ``value``, walked iteratively; the walk stops as
-    soon as the depth passes ``stop_depth`` or the size passes ``stop_bytes``."""
+    soon as the depth passes ``stop_depth`` or the size passes ``stop_bytes``. With ``sized``
+    false only the depth is measured (the size returned is 0)."""
     depth = size = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -41,29 +44,30 @@ def measure(value: Any, *, stop_depth: int | None = None, stop_bytes: int | None
         if isinstance(item, (Mapping, list)):
             level += 1
             depth = max(depth, level)
-            size += 2 + max(len(item) - 1, 0)  # brackets and commas
             if isinstance(item, Mapping):
-                for key, sub in item.items():
-                    size += _scalar_bytes(str(key)) + 1
-                    stack.append((sub, level))
+                if sized:
+                    size += 2 + max(len(item) - 1, 0) + sum(_scalar_bytes(str(key)) + 1 for key in item)
+                stack.extend((sub, level) for sub in item.values())
             else:
+                if sized:
+                    size += 2 + max(len(item) - 1, 0)  # brackets and commas
                 stack.extend((sub, level) for sub in item)
-        else:
+        elif sized:
             size += _scalar_bytes(item)
         if (stop_depth is not None and depth > stop_depth) or (stop_bytes is not None and size > stop_bytes):
             break
     return depth, size
 
 
-def check_json(value: Any, field: str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_FIELD_BYTES) -> None:
+def check_json(value: Any, field: str, *, max_depth: int = MAX_DEPTH, max_bytes: int | None = MAX_FIELD_BYTES) -> None:
     """ServingError(400) naming ``field`` when ``value`` is nested deeper than ``max_depth`` levels
     or holds more than ``max_bytes`` bytes of JSON."""
-    depth, size = measure(value, stop_depth=max_depth, stop_bytes=max_bytes)
+    depth, size = measure(value, stop_depth=max_depth, stop_bytes=max_bytes, sized=max_bytes is not None)
     if depth > max_depth:
         raise invalid(
             f"Invalid '{field}': it is nested more than {max_depth} levels deep; at most {max_depth} levels are allowed."
         )
-    if size > max_bytes:
+    if max_bytes is not None and size > max_bytes:
         raise invalid(
             f"Invalid '{field}': it holds more than {max_bytes} bytes of JSON; at most {max_bytes} bytes "
             f"({max_bytes // 1024} KiB) are allowed."

@@ -10,8 +10,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from django.conf import settings
-
 from .errors import ServingError, invalid
 from .json_limits import check_json
 
@@ -359,7 +357,8 @@ def parse(task: str, body: Any, endpoint: str = "") -> Request:
         if key not in _SCHEMA_FIELDS:
             # Free-form values (extra_params, usage_context, tool_calls, tool_choice, fields an
             # assistant turn may carry) reach a vendor re-encoded, and orjson refuses > 254 levels.
-            check_json(value, key, max_depth=MAX_BODY_DEPTH, max_bytes=settings.MAX_REQUEST_BYTES)
+            # Depth only: the edge already bounds the body's size (playground/edge.py).
+            check_json(value, key, max_depth=MAX_BODY_DEPTH, max_bytes=None)
     try:
         return _MODELS[task].model_validate(body)
     except ValidationError as exc:
